@@ -1,0 +1,127 @@
+"""The ``aimmerging`` command line.
+
+::
+
+    aimmerging run CONFIG [--set key=value ...] [--output DIR] [--resume | --overwrite]
+    aimmerging demo [--output DIR]
+    aimmerging compare CONFIG --methods m1,m2 [--set ...] --output DIR
+    aimmerging plot RUN_DIR [--baseline RUN_DIR]
+    aimmerging export RUN_DIR [--stage N] --output DIR
+    aimmerging bench [--quick] [--output DIR]
+    aimmerging data check DIR | data show DIR TASK --split SPLIT --limit N --json
+
+A configuration or data mistake prints one line ``error: ...`` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import AimmergingError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=1 (repeatable)")
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .runner import run
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.output) if args.output else Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
+    accelerator = _accelerator_for(cfg)
+    run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+        accelerator=accelerator)
+    if accelerator is None or accelerator.is_main_process:
+        print(f"run folder: {out}")
+    return 0
+
+
+def _accelerator_for(cfg):
+    """An Accelerator when started by torchrun/accelerate with several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    from .loop import _mixed_precision
+
+    return Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
+                       log_with=cfg.train.report_to)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.output), overwrite=args.overwrite, model=args.model)
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    dest = export_run(Path(args.run_dir), Path(args.output), args.stage)
+    print(f"exported: {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli_data import add_data_parser
+
+    parser = argparse.ArgumentParser(prog="aimmerging", description=__doc__.split("\n")[1])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="train through a task order with one method")
+    _add_config_args(p)
+    p.add_argument("--output", help="run folder (default: runs/<config>_<method>)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue the run folder from its checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed")
+    p.add_argument("--output", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--model", default="smollm2-135m", help="backbone (default: smollm2-135m)")
+    p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="merge a stage's adapter into the backbone and save it")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", type=int, default=None, help="stage number (default: the last)")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_export)
+
+    for name, module in (("compare", "compare"), ("plot", "plots"), ("bench", "bench")):
+        try:
+            mod = __import__(f"aimmerging.{module}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+
+    add_data_parser(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except AimmergingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Run configuration: YAML -> validated, typed settings (pydantic), with dotted overrides.
+
+Every section forbids unknown keys, so a typo in a config is caught before any
+compute is spent. Errors are raised as :class:`~aimmerging.errors.ConfigError`
+with one line naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+METHOD_NAMES = (
+    "aimmerging", "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
+    "aimmerging_reference", "seq_lora", "replay", "ewc", "fixed_interval", "recurrent_kif",
+    "single_task", "mtl",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which benchmark data, which tasks in which order, how many examples."""
+
+    dir: Optional[str] = None            # benchmark folder (AimMerging or O-LoRA layout); None = demo stream
+    order: Optional[int] = None          # paper order 1..7 (SPEC.md); ignored when `tasks` is set
+    tasks: Optional[list[str]] = None    # explicit task order
+    n_train: Optional[int] = Field(default=None, ge=1)   # examples per task (None = all)
+    n_test: Optional[int] = Field(default=None, ge=1)
+    test_split: Literal["test", "dev"] = "test"
+    eval_all_tasks: bool = False         # evaluate every task after each stage (not only those seen)
+    max_input_tokens: int = Field(default=512, ge=8)
+    max_target_tokens: int = Field(default=64, ge=1)
+
+
+class ModelConfig(_Section):
+    """Backbone and LoRA adapter (paper appendix D defaults)."""
+
+    name: str = "tiny-llama"             # built-in name, hub name or local folder
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: float = Field(default=32, gt=0)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: Optional[list[str]] = None   # None: q/v for T5, q_proj/v_proj otherwise
+    gradient_checkpointing: bool = False
+
+
+class MethodConfig(_Section):
+    """The continual-learning method and its hyperparameters (SPEC.md, paper section 4)."""
+
+    name: str = "aimmerging"
+    memory_ratio: float = Field(default=0.02, gt=0, le=1)
+    memory_size: Optional[int] = Field(default=None, ge=1)   # per task; overrides memory_ratio
+    history_batch_size: Optional[int] = Field(default=None, ge=1)  # None = train.batch_size
+    log_history_loss: bool = False       # also measure the history loss where the method needs none
+    # merge controller (SPEC.md)
+    s_init: int = Field(default=8, ge=1)
+    window: int = Field(default=3, ge=1)
+    s_min: int = Field(default=2, ge=1)
+    s_max: int = Field(default=128, ge=1)
+    gamma_forget: float = Field(default=2.0, gt=0)
+    f_max: int = Field(default=3, ge=1)
+    use_learning_signal: bool = True
+    use_forgetting_signal: bool = True
+    fixed_alphas: Optional[tuple[float, float]] = None
+    importance_fusion: bool = False      # "+IFM": element-wise importance weights
+    variant: Literal["paper", "reference_code"] = "paper"
+    # baselines
+    ewc_lambda: float = Field(default=5000.0, ge=0)
+    ewc_fisher_batches: int = Field(default=8, ge=1)
+    ifm_beta: float = Field(default=0.85, ge=0, lt=1)   # EMA of sensitivity (Recurrent-KIF / TaSL)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MethodConfig":
+        if self.name not in METHOD_NAMES:
+            raise ValueError(f"method.name: unknown method {self.name!r}; known: {', '.join(METHOD_NAMES)}")
+        if self.s_min > self.s_max:
+            raise ValueError(f"method.s_min ({self.s_min}) > method.s_max ({self.s_max})")
+        if not self.s_min <= self.s_init <= self.s_max:
+            raise ValueError(f"method.s_init ({self.s_init}) outside [s_min, s_max]")
+        if self.fixed_alphas is not None and not all(0 <= a <= 1 for a in self.fixed_alphas):
+            raise ValueError("method.fixed_alphas must lie in [0, 1]")
+        return self
+
+
+class TrainConfig(_Section):
+    """Optimisation (paper appendix D: AdamW, lr 3e-4, batch 8)."""
+
+    epochs: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=3e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    max_grad_norm: Optional[float] = Field(default=1.0, gt=0)
+    max_steps_per_task: Optional[int] = Field(default=None, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    report_to: Optional[str] = None      # an Accelerate tracker name, e.g. "tensorboard"
+    checkpoint_every: int = Field(default=0, ge=0)   # steps; 0 = only at the end of each task
+
+
+class EvalConfig(_Section):
+    """Evaluation after each task: batched greedy generation."""
+
+    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int = Field(default=16, ge=1)
+
+
+class RunConfig(_Section):
+    """A whole run: one task order, one method."""
+
+    seed: int = 42
+    single_task_scores: Optional[dict[str, float]] = None   # a0 per task, for FWT
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    where = f"{source}: " if source else ""
+    if loc and msg.startswith(loc + "."):
+        loc = ""
+    return f"{where}{loc + ': ' if loc else ''}{msg}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value``; the value is parsed as YAML (numbers, lists, booleans, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``--set`` overrides to a raw config dict (returns a new dict)."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def load_raw(path: Union[str, Path]) -> dict:
+    """Read a YAML config file into a dict. Raises ConfigError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return raw
+
+
+def build_config(raw: dict, source: str = "") -> RunConfig:
+    """Validate a raw dict into a :class:`RunConfig`. Raises ConfigError (one line)."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw = load_raw(path) if path is not None else {}
+    return build_config(apply_overrides(raw, overrides or []), str(path or ""))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML text (written to ``config.yaml`` in the run folder)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

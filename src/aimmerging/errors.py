@@ -1,0 +1,20 @@
+"""Errors that the command line reports as one line and exit code 2."""
+
+
+class AimmergingError(Exception):
+    """Base class of user-facing errors: the message is printed as is, no traceback."""
+
+
+class DataError(AimmergingError):
+    """A data file or record is unreadable or malformed.
+
+    The message names the file and, where there is one, the record index and field.
+    """
+
+
+class ConfigError(AimmergingError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+class TrainingError(AimmergingError):
+    """Training cannot go on (for example a NaN or infinite loss)."""

@@ -1,0 +1,353 @@
+"""The continual-learning loop: one process (or one Accelerate process group) runs a task order.
+
+For each stage (normally one task): reset the optimizer state, train with AdamW
+and a linear warm-up/decay schedule, call the method's hooks after every
+optimizer step and after the task, evaluate the tasks seen so far (one column of
+the accuracy matrix), save the stage's adapter and a checkpoint. The loop knows
+nothing of AIMMerging: that lives in :mod:`aimmerging.methods.aimmerging`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import checkpoint as ckpt
+from .batching import Encoder
+from .config import RunConfig
+from .errors import TrainingError
+from .fusion import copy_into_, snapshot
+from .memory import ReplayMemory
+from .methods.base import Stage
+from .models import add_lora, load_backbone
+from .results import ResultWriter
+
+log = logging.getLogger("aimmerging")
+
+
+def seed_key(*parts) -> int:
+    """A stable 32-bit seed from any parts (not Python's randomised ``hash``)."""
+    return zlib.crc32(":".join(str(p) for p in parts).encode())
+
+
+class ContinualTrainer:
+    """Trains one LoRA adapter through a task order with a continual-learning method.
+
+    Args:
+        cfg: the validated run config.
+        run_dir: the run folder (created by the caller; see :mod:`aimmerging.results`).
+        tasks: a list of :class:`~aimmerging.data.sampling.TaskData`, in training order.
+        accelerator: an ``accelerate.Accelerator`` (one is made when None).
+        progress: show tqdm progress bars on the main process.
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, tasks: list, accelerator=None,
+                 progress: bool = True) -> None:
+        from accelerate import Accelerator
+
+        from .methods import build_method
+
+        self.cfg, self.run_dir, self.tasks = cfg, Path(run_dir), tasks
+        self.task_names = [t.info.name for t in tasks]
+        if accelerator is None:
+            accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
+                                      log_with=cfg.train.report_to, project_dir=str(run_dir))
+        self.accelerator = acc = accelerator
+        self.world, self.rank = acc.num_processes, acc.process_index
+        self.progress = progress and acc.is_main_process
+        torch.manual_seed(cfg.seed)
+        backbone = load_backbone(cfg.model.name)
+        torch.manual_seed(cfg.seed)
+        net = add_lora(backbone, cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout,
+                       cfg.model.target_modules)
+        if cfg.model.gradient_checkpointing:
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            net.enable_input_require_grads()
+        self.tokenizer = backbone.tokenizer
+        self.encoder = Encoder(backbone.tokenizer, backbone.is_seq2seq,
+                               cfg.data.max_input_tokens, cfg.data.max_target_tokens)
+        self.memory = ReplayMemory(cfg.method.memory_ratio, cfg.method.memory_size, cfg.seed)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        reh = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.model, self.optimizer, self.rehearsal_optimizer = acc.prepare(net, opt, reh)
+        self.net = acc.unwrap_model(self.model)          # the PEFT model (fusion works on it)
+        self.initial_adapter = snapshot(self.net)
+        self.method = build_method(cfg.method.name, self)
+        self.stages = self.method.stages(len(tasks), cfg.data.eval_all_tasks)
+        self.writer = ResultWriter(self.run_dir, cfg, self.task_names, acc.is_main_process)
+        self.timing: dict[str, float] = defaultdict(float)
+        self.counters: dict[str, int] = defaultdict(int)
+        self.signal: dict = {}
+        self.position = {"stage": 0, "step": 0}       # next stage; steps done in it
+        if cfg.train.report_to:
+            acc.init_trackers("aimmerging", config=cfg.model_dump(mode="json"))
+
+    # --- helpers used by methods ----------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    def _shard(self, examples: list) -> list:
+        if self.world == 1:
+            return examples
+        return examples[self.rank::self.world] or examples[:1]
+
+    def memory_batch(self, kind: str, key: tuple, batch_size: int) -> Optional[list]:
+        """A memory batch drawn with a seed fixed by (seed, kind, key): the same on every rank.
+
+        The global batch holds ``batch_size * world`` examples; each rank takes its shard.
+        Returns None when the memory is empty.
+        """
+        if len(self.memory) == 0:
+            return None
+        rng = random.Random(seed_key(self.cfg.seed, kind, *key))
+        return self._shard(self.memory.sample_batch(batch_size * self.world, rng))
+
+    @torch.no_grad()
+    def history_loss(self, key: tuple) -> float:
+        """Mean loss on one memory batch, no gradient, dropout off; averaged over ranks (SPEC.md)."""
+        t0 = time.perf_counter()
+        examples = self.memory_batch("history", key, self.cfg.method.history_batch_size
+                                     or self.cfg.train.batch_size)
+        if examples is None:
+            return float("nan")
+        self.model.eval()
+        loss = self.model(**self._to_device(self.encoder.train_batch(examples))).loss.detach()
+        self.model.train()
+        if self.world > 1:
+            loss = self.accelerator.reduce(loss, "mean")
+        self.timing["monitor_seconds"] += time.perf_counter() - t0
+        return float(loss)
+
+    def rehearse(self, n_steps: int, key: tuple, use_main_optimizer: bool = False) -> None:
+        """``n_steps`` optimizer steps on memory batches (SPEC.md fusion step 2).
+
+        The rehearsal AdamW keeps its state for the whole task and runs at the main
+        schedule's current learning rate; ``use_main_optimizer`` is the reference-code variant.
+        """
+        t0 = time.perf_counter()
+        opt = self.optimizer if use_main_optimizer else self.rehearsal_optimizer
+        lr = self.optimizer.param_groups[0]["lr"]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for r in range(n_steps):
+            examples = self.memory_batch("rehearsal", key + (r,), self.cfg.train.batch_size)
+            if examples is None:
+                break
+            loss = self.model(**self._to_device(self.encoder.train_batch(examples))).loss
+            self.accelerator.backward(loss)
+            if self.cfg.train.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+            self.method.on_gradients(self.net, "rehearsal")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.counters["rehearsal_steps"] += n_steps
+        self.timing["rehearsal_seconds"] += time.perf_counter() - t0
+
+    def reduce_mean(self, value: float) -> float:
+        """The mean of a Python float over all ranks (the value itself on one process)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(t, "mean"))
+
+    # --- the loop ---------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict:
+        """Train through every stage (continuing from the checkpoint when ``resume``); returns metrics."""
+        if resume:
+            self._restore()
+        self.writer.start()
+        for stage in self.stages[self.position["stage"]:]:
+            self._train_stage(stage, start_step=self.position["step"])
+            self.method.after_task(stage)
+            self._evaluate(stage)
+            self.writer.save_adapter(self.net, stage)
+            self.position = {"stage": stage.index + 1, "step": 0}
+            self._checkpoint()
+        metrics = self.writer.finish(self.method, self.timing, self.counters, self.traces_summary())
+        self.accelerator.end_training()
+        return metrics
+
+    def traces_summary(self) -> dict:
+        merges = self.writer.traces.merges
+        return {"merges": len(merges),
+                "effective_merges": sum(1 for m in merges if float(m["alpha_past"]) > 0)}
+
+    def _stage_steps(self, n: int) -> tuple[int, int]:
+        tc = self.cfg.train
+        batches = math.ceil(n / (tc.batch_size * self.world))
+        per_epoch = math.ceil(batches / tc.grad_accum)
+        total = per_epoch * tc.epochs
+        if tc.max_steps_per_task:
+            total = min(total, tc.max_steps_per_task)
+        return per_epoch, total
+
+    def _train_stage(self, stage: Stage, start_step: int) -> None:
+        from tqdm.auto import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        tc, acc = self.cfg.train, self.accelerator
+        examples = self.method.train_examples(stage)
+        if not examples:
+            raise TrainingError(f"task {stage.name}: no training examples")
+        per_epoch, total = self._stage_steps(len(examples))
+        warmup = int(tc.warmup_ratio * total)
+        sched = get_linear_schedule_with_warmup(self.optimizer, warmup, total)
+        if start_step == 0:
+            self.optimizer.state.clear()
+            self.rehearsal_optimizer.state.clear()
+            if self.method.resets_adapter:
+                copy_into_(self.net, self.initial_adapter)
+            self.method.before_task(stage)
+        for _ in range(start_step):
+            sched.step()
+        gbs = tc.batch_size * self.world
+        bar = tqdm(total=total, initial=start_step, desc=f"[{stage.index + 1}/{len(self.stages)}] "
+                   f"{stage.name}", disable=not self.progress, dynamic_ncols=True, leave=True)
+        step = 0
+        self.model.train()
+        t_stage = time.perf_counter()
+        for epoch in range(tc.epochs):
+            gen = torch.Generator().manual_seed(seed_key(self.cfg.seed, "order", stage.index, epoch))
+            perm = torch.randperm(len(examples), generator=gen).tolist()
+            chunks = [perm[i:i + gbs] for i in range(0, len(perm), gbs)]
+            for s0 in range(0, len(chunks), tc.grad_accum):
+                step += 1
+                if step > total:
+                    break
+                if step <= start_step:
+                    continue
+                group = chunks[s0:s0 + tc.grad_accum]
+                t0 = time.perf_counter()
+                loss_value = self._optimizer_step(group, examples, sched)
+                self.timing["train_step_seconds"] += time.perf_counter() - t0
+                if not math.isfinite(loss_value):
+                    raise TrainingError(f"task {stage.name}, step {step}: loss is {loss_value}; "
+                                        f"the last checkpoint in {self.run_dir} is kept")
+                self.counters["train_steps"] += 1
+                self.signal = {"task": stage.name, "stage": stage.index + 1, "step": step,
+                               "train_loss": loss_value, "lr": sched.get_last_lr()[0]}
+                self.method.after_step(stage, step, loss_value)
+                self.writer.traces.signals.append(self.signal)
+                if tc.report_to:
+                    acc.log({k: v for k, v in self.signal.items() if isinstance(v, (int, float))
+                             and v is not None}, step=self.counters["train_steps"])
+                bar.set_postfix(self._postfix(), refresh=False)
+                bar.update(1)
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < total:
+                    self.position = {"stage": stage.index, "step": step}
+                    self._checkpoint()
+        bar.close()
+        self.timing["train_seconds"] += time.perf_counter() - t_stage
+
+    def _postfix(self) -> dict:
+        s = self.signal
+        out = {"loss": f"{s['train_loss']:.3f}"}
+        if s.get("interval") is not None:
+            out["S"] = s["interval"]
+        out["merges"] = len(self.writer.traces.merges)
+        return out
+
+    def _optimizer_step(self, group: list[list[int]], examples: list, sched) -> float:
+        acc, tc = self.accelerator, self.cfg.train
+        total_loss = 0.0
+        for i, idx in enumerate(group):
+            local = self._shard([examples[j] for j in idx])
+            batch = self._to_device(self.encoder.train_batch(local))
+            sync = acc.no_sync(self.model) if (i < len(group) - 1 and self.world > 1) else _null()
+            with sync:
+                loss = self.model(**batch).loss
+                extra = self.method.extra_loss(self.net)
+                if extra is not None:
+                    loss = loss + extra
+                acc.backward(loss / len(group))
+            total_loss += float(loss.detach())
+        if tc.max_grad_norm:
+            acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+        self.method.on_gradients(self.net, "new")
+        self.optimizer.step()
+        sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.reduce_mean(total_loss / len(group))
+
+    def _evaluate(self, stage: Stage) -> None:
+        from tqdm.auto import tqdm
+
+        from .evaluation import generate
+        from .scoring import score
+
+        t0 = time.perf_counter()
+        acc, ec = self.accelerator, self.cfg.eval
+        if acc.is_main_process:
+            n = sum(len(self.tasks[t].test) for t in stage.eval_tasks)
+            bar = tqdm(total=n, desc=f"  evaluate after {stage.name}", disable=not self.progress,
+                       dynamic_ncols=True, leave=False)
+            for t in stage.eval_tasks:
+                task = self.tasks[t]
+                preds = generate(self.net, self.encoder, [ex.input for ex in task.test],
+                                 ec.batch_size, ec.max_new_tokens, progress=bar)
+                value = score(task.info.metric, preds, [ex.output for ex in task.test])
+                self.writer.matrix.set(t, stage.column, value)
+                self.writer.save_predictions(stage, task, preds)
+            bar.close()
+        acc.wait_for_everyone()
+        self.timing["eval_seconds"] += time.perf_counter() - t0
+        self.writer.log_column(stage)
+
+    # --- checkpoints --------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            state = {"position": self.position, "method": self.method.state_dict(),
+                     "memory": self.memory.state_dict(), "timing": dict(self.timing),
+                     "counters": dict(self.counters), **self.writer.state_dict()}
+            ckpt.save_checkpoint(self.run_dir, state,
+                                 {n: p for n, p in self.net.named_parameters() if p.requires_grad},
+                                 {"optimizer": self.optimizer.state_dict(),
+                                  "rehearsal_optimizer": self.rehearsal_optimizer.state_dict()},
+                                 self.method.tensor_state())
+            self.writer.write_tables()
+        acc.wait_for_everyone()
+
+    def _restore(self) -> None:
+        found = ckpt.find_checkpoint(self.run_dir)
+        if found is None:
+            return
+        data = ckpt.load_checkpoint(found, ("optimizer", "rehearsal_optimizer"))
+        state = data["state"]
+        copy_into_(self.net, data["adapter"])
+        self.optimizer.load_state_dict(data["optimizers"]["optimizer"])
+        self.rehearsal_optimizer.load_state_dict(data["optimizers"]["rehearsal_optimizer"])
+        self.memory.load_state_dict(state["memory"])
+        self.method.load_state(state["method"], data["method_tensors"])
+        self.writer.load_state_dict(state)
+        self.timing.update(state.get("timing", {}))
+        self.counters.update(state.get("counters", {}))
+        self.position = dict(state["position"])
+        ckpt.restore_rng(data["rng"])
+        log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
+                 self.position["step"])
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"

