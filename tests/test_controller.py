@@ -28,9 +28,8 @@ def make(**kwargs) -> MergeController:
 
 
 def feed(ctl: MergeController, losses) -> list[bool]:
-    """Observe each loss; fail if a merge fires before the last one."""
-    out = [ctl.observe(x) for x in losses]
-    return out
+    """Observe each loss; return observe()'s answers."""
+    return [ctl.observe(x) for x in losses]
 
 
 def run_to_merge(ctl: MergeController, loss: float = 1.0, limit: int = 10_000) -> int:

@@ -74,8 +74,9 @@ Decisions taken here where SPEC.md is silent (also in the docstrings below):
   (the released code has no such switches): ``ValueError``.
 * reference_code with zero Lambda values: a tie ``0 -> 0`` is treated as a ratio
   of 1; a rise from 0 (ratio infinite) gives ``S_min``; a fall to 0 gives
-  ``S_max`` (so does a ratio that overflows). Results are always clamped to ``[S_min, S_max]`` (the halving of
-  the rise case can otherwise go below ``S_min`` when ``S_min > 32``).
+  ``S_max`` (so does a ratio that overflows). Results are always clamped to
+  ``[S_min, S_max]`` (the halving of the rise case can otherwise go below
+  ``S_min`` when ``S_min > 32``).
 * The forced activation of reference_code counts in ``activations`` (so
   ``plan.activations == 1`` for a merge at 2S) and hence in the weight table.
 * ``observe()`` raises ``RuntimeError`` while a merge is due (``on_merge()`` must

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Sequence
 
 from aimmerging.data.formats import Example, load_split
 from aimmerging.data.registry import TaskInfo, canonical_task_name, get_task_info
@@ -30,7 +30,7 @@ def _largest_remainder(counts: list[int], n: int) -> list[int]:
 
 
 def subsample(
-    examples: Sequence[Example], n: int | None, seed: Hashable, stratify: bool = False
+    examples: Sequence[Example], n: int | None, seed: int | str, stratify: bool = False
 ) -> list[Example]:
     """``n`` examples drawn without replacement, returned in their original order.
 
@@ -74,7 +74,7 @@ def load_task_data(
     task: str,
     n_train: int | None,
     n_test: int | None,
-    seed: int,
+    seed: int | str,
     test_split: str = "test",
     default_metric: str | None = None,
 ) -> TaskData:

@@ -1,0 +1,321 @@
+"""Run several methods on one config and tabulate OP / FWT / BWT / training time.
+
+::
+
+    aimmerging compare CONFIG --methods m1,m2,... [--set key=value ...] --output DIR [--no-fwt]
+
+Layout of ``DIR``::
+
+    DIR/single_task/        a0 of every task (FWT), run first unless --no-fwt
+    DIR/<method>/           one run folder per method (see aimmerging.results)
+    DIR/comparison.csv      one row per method: method,OP,FWT,BWT,train_seconds,merges,effective_merges
+    DIR/comparison.json     {"config", "overrides", "seed", "tasks", "model", "single_task_scores", "rows"}
+    DIR/comparison.md       the table in the style of the paper's table 2 (+ table 6's time column)
+
+A method whose folder already holds ``metrics.json`` is not run again; a folder with a
+checkpoint but no ``metrics.json`` is resumed. Every method except ``single_task``
+also logs the history loss (``method.log_history_loss=true``, which a ``--set`` can
+turn off) so that ``aimmerging plot --baseline`` can compare forgetting; the time
+spent measuring it is subtracted from ``train_seconds`` of the methods that do not
+use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from .config import METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw
+from .errors import ConfigError
+from .io import atomic_write_json, atomic_write_text
+
+#: methods whose algorithm watches the history loss (their monitoring time is real cost)
+MONITORING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_mgm", "aimmerging_ifm",
+                      "aimmerging_reference")
+COLUMNS = ("method", "OP", "FWT", "BWT", "train_seconds", "merges", "effective_merges")
+SINGLE = "single_task"
+
+__all__ = ["compare_runs", "collect_table", "table_row", "write_comparison", "add_parser"]
+
+
+def _say(msg: str, progress: bool = True) -> None:
+    if progress:
+        print(f"compare: {msg}", file=sys.stderr, flush=True)
+
+
+def parse_methods(methods: Iterable[str] | str) -> list[str]:
+    """Method names (comma list or sequence), duplicates dropped; ConfigError for unknown ones."""
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    names: list[str] = []
+    for m in methods:
+        m = m.strip()
+        if m and m not in names:
+            names.append(m)
+    if not names:
+        raise ConfigError(f"--methods: give at least one method; known: {', '.join(METHOD_NAMES)}")
+    unknown = [m for m in names if m not in METHOD_NAMES]
+    if unknown:
+        raise ConfigError(f"--methods: unknown method{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}; known: {', '.join(METHOD_NAMES)}")
+    return names
+
+
+def _config_for(raw: dict, source: str, method: str, overrides: Sequence[str],
+                a0: Optional[dict]):
+    pre = [] if method == SINGLE else ["method.log_history_loss=true"]
+    data = apply_overrides(raw, pre + list(overrides) + [f"method.name={method}"])
+    if a0 is not None and method != SINGLE:
+        data["single_task_scores"] = dict(a0)
+    return build_config(data, source)
+
+
+def _run_one(cfg, run_dir: Path, progress: bool) -> dict:
+    """Run (or reuse, or resume) one method into ``run_dir``; returns its metrics."""
+    from .runner import run
+
+    metrics_path = run_dir / "metrics.json"
+    name = cfg.method.name
+    if metrics_path.is_file():
+        _check_same_config(cfg, run_dir, progress)
+        _say(f"{name}: reusing the finished run in {run_dir}", progress)
+        return _read_json(metrics_path)
+    resume = (run_dir / "checkpoint").exists() or (run_dir / "config.yaml").exists()
+    if resume:
+        _check_same_config(cfg, run_dir, progress)
+    _say(f"{name}: {'resuming' if resume else 'running'} into {run_dir}", progress)
+    metrics = run(cfg, run_dir, resume=resume, overwrite=False, progress=progress)
+    _free_memory()
+    return metrics
+
+
+def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
+    path = run_dir / "config.yaml"
+    if path.is_file() and path.read_text(encoding="utf-8") != dump_config(cfg):
+        _say(f"warning: {path} differs from the config asked for now; the folder is kept as it "
+             f"is (delete it to run again)", True)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+
+
+def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=None,
+                 fwt: bool = True, progress: bool = True) -> list[dict]:
+    """Run every method of ``methods`` on the config into ``output/<method>/`` and write the table.
+
+    Everything is checked before any training: the method names, the config with every
+    method's overrides. Returns the rows (see :func:`table_row`); the files
+    ``comparison.csv``/``.json``/``.md`` are written to ``output``.
+    """
+    names = parse_methods(methods)
+    if output is None:
+        raise ConfigError("--output: give the folder of the comparison")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output: {out} is not a folder")
+    overrides = list(overrides or [])
+    raw = load_raw(config_path)
+    source = str(config_path)
+    for m in dict.fromkeys(([SINGLE] if fwt else []) + names):   # fail before any compute
+        cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
+    if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
+        raise ConfigError(f"data.dir: {cfg.data.dir} is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    a0 = None
+    if fwt:
+        single = _run_one(_config_for(raw, source, SINGLE, overrides, None), out / SINGLE, progress)
+        a0 = {t: v for t, v in (single.get("single_task_scores") or {}).items() if v is not None}
+    for m in names:
+        if m != SINGLE:
+            _run_one(_config_for(raw, source, m, overrides, a0), out / m, progress)
+        elif not fwt:
+            _run_one(_config_for(raw, source, SINGLE, overrides, None), out / SINGLE, progress)
+    rows = collect_table(out, names)
+    cfg = _config_for(raw, source, names[0], overrides, a0)
+    meta = {"config": source, "overrides": overrides, "seed": cfg.seed,
+            "tasks": _tasks_of(out, names), "model": cfg.model.name, "single_task_scores": a0}
+    paths = write_comparison(out, rows, meta)
+    _say("wrote " + ", ".join(str(p) for p in paths), progress)
+    return rows
+
+
+def _tasks_of(out: Path, names: Sequence[str]) -> list[str]:
+    for m in names:
+        p = out / m / "metrics.json"
+        if p.is_file():
+            return list(_read_json(p).get("tasks") or [])
+    return []
+
+
+def _fwt_from(metrics: dict, a0: Optional[dict]) -> Optional[float]:
+    """FWT from metrics.json, or computed from its matrix and ``a0`` when the run had none."""
+    if metrics.get("fwt") is not None:
+        return float(metrics["fwt"])
+    tasks, rows = metrics.get("tasks") or [], metrics.get("accuracy_matrix") or []
+    if not a0 or not tasks or len(rows) != len(tasks) or metrics.get("method") == SINGLE:
+        return None
+    diffs = []
+    for i, t in enumerate(tasks):
+        if a0.get(t) is None or rows[i][i] is None:
+            return None
+        diffs.append(rows[i][i] - a0[t])
+    return sum(diffs) / len(diffs)
+
+
+def table_row(run_dir, a0: Optional[dict] = None) -> dict:
+    """One table row from a finished run folder (``run_dir/metrics.json``).
+
+    ``train_seconds`` is the training loops' wall time (monitoring, rehearsal and merges
+    included), less the history-loss monitoring of methods that do not use it.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no metrics.json (the run has not finished)")
+    m = _read_json(path)
+    method = m.get("method") or run_dir.name
+    timing = m.get("timing_seconds") or {}
+    train = float(timing.get("train_seconds") or 0.0)
+    if method not in MONITORING_METHODS:
+        train -= float(timing.get("monitor_seconds") or 0.0)
+    effective = m.get("effective_merges")
+    if effective is None:
+        from .traces import as_float, read_csv_rows
+
+        effective = sum(1 for r in read_csv_rows(run_dir / "merge_trace.csv")
+                        if (as_float(r.get("alpha_past")) or 0.0) > 0)
+    return {"method": method, "OP": _num(m.get("op")), "FWT": _num(_fwt_from(m, a0)),
+            "BWT": _num(m.get("bwt")), "train_seconds": round(max(train, 0.0), 3),
+            "merges": int(m.get("merges") or 0), "effective_merges": int(effective)}
+
+
+def _num(v: Any) -> Optional[float]:
+    return None if v is None else round(float(v), 4)
+
+
+def collect_table(directory, methods: Optional[Sequence[str]] = None) -> list[dict]:
+    """Rebuild the comparison rows from the run folders in ``directory``.
+
+    ``methods`` None: every sub-folder holding ``metrics.json`` except ``single_task``
+    (which gives the a0 of FWT), in the order of :data:`METHOD_NAMES`. Runs that were
+    made without single-task scores get their FWT from ``single_task/metrics.json``.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: not a folder")
+    if methods is None:
+        found = [p.name for p in d.iterdir() if (p / "metrics.json").is_file() and p.name != SINGLE]
+        order = {n: i for i, n in enumerate(METHOD_NAMES)}
+        methods = sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    single = d / SINGLE / "metrics.json"
+    a0 = _read_json(single).get("single_task_scores") if single.is_file() else None
+    return [table_row(d / m, a0) for m in methods]
+
+
+# --- output files ----------------------------------------------------------------------
+def _csv_text(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _cell(value, best: Optional[float], digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"**{text}**" if best is not None and value == best else text
+
+
+def markdown_table(rows: list[dict], meta: dict) -> str:
+    """The comparison as markdown: the paper's table 2 columns plus table 6's time."""
+    best = {}
+    for col in ("OP", "FWT", "BWT"):
+        vals = [r[col] for r in rows if r.get(col) is not None]
+        best[col] = max(vals) if len(vals) > 1 and len(set(vals)) > 1 else None
+    tasks = meta.get("tasks") or []
+    over = meta.get("overrides") or []
+    lines = [f"# Continual-learning comparison: {Path(str(meta.get('config', '?'))).name}", "",
+             f"- config file: `{meta.get('config', '?')}`"
+             + (f" with `--set {' '.join(over)}`" if over else ""),
+             f"- seed: {meta.get('seed', '?')}; model: {meta.get('model', '?')}",
+             f"- {len(tasks)} tasks, in this order: {', '.join(tasks) if tasks else '?'}", "",
+             "| Method | OP ↑ | FWT ↑ | BWT ↑ | Training time (s) | Merges | Effective merges |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {_cell(r['OP'], best['OP'])} | "
+                     f"{_cell(r['FWT'], best['FWT'])} | {_cell(r['BWT'], best['BWT'])} | "
+                     f"{r['train_seconds']:.1f} | {r['merges']} | {r['effective_merges']} |")
+    a0 = meta.get("single_task_scores")
+    a0_text = (", ".join(f"{t} {v:.2f}" for t, v in a0.items()) if a0 else "not run (--no-fwt)")
+    lines += ["",
+              "OP, FWT and BWT are in percentage points after training on the final task "
+              "(SPEC.md \"Metrics\"); the best value of a column is in bold. ",
+              f"FWT compares each task's score right after training it with a0, the score of a "
+              f"LoRA trained on that task alone: the `single_task` run gives a0 ({a0_text}).",
+              "Training time is the wall time of the training loops in seconds (history-loss "
+              "monitoring, rehearsal and merges included; for the methods that do not use the "
+              "history loss, the time spent measuring it for the plots only is left out). "
+              "Merges counts every merge; effective merges are those with alpha_past > 0 "
+              "(the rehearsed knowledge was fused in).", ""]
+    return "\n".join(lines)
+
+
+def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
+    """Write comparison.csv, comparison.json and comparison.md (atomically)."""
+    d = Path(directory)
+    return [atomic_write_text(d / "comparison.csv", _csv_text(rows)),
+            atomic_write_json(d / "comparison.json", {**meta, "rows": rows}),
+            atomic_write_text(d / "comparison.md", markdown_table(rows, meta))]
+
+
+# --- command line ------------------------------------------------------------------------
+def cmd_compare(args) -> int:
+    rows = compare_runs(args.config, args.methods, args.overrides, args.output,
+                        fwt=not args.no_fwt, progress=not args.quiet)
+    md = Path(args.output) / "comparison.md"
+    print(md.read_text(encoding="utf-8") if md.is_file() else rows)
+    print(f"comparison: {Path(args.output) / 'comparison.csv'}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="run several methods on one config and tabulate them")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--methods", required=True,
+                   help=f"comma-separated method names ({', '.join(METHOD_NAMES)})")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE",
+                   help="override config values for every method, e.g. --set train.epochs=1 "
+                        "data.n_train=16 (repeatable)")
+    p.add_argument("--output", required=True, help="comparison folder (one run folder per method)")
+    p.add_argument("--no-fwt", action="store_true",
+                   help="do not run single_task first (no a0, so no FWT)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
+    p.set_defaults(func=cmd_compare)
+    return p
