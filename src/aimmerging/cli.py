@@ -31,29 +31,60 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
+    """``aimmerging run``. Every rank of a multi-process run stops on the same errors; only
+    rank 0 prints them (one line), so a torchrun launch shows one ``error:`` line."""
     from .config import load_config
     from .runner import run
 
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.output) if args.output else Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
-    accelerator = _accelerator_for(cfg)
-    run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-        accelerator=accelerator)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        out = Path(args.output) if args.output else \
+            Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
+        accelerator = _accelerator_for(cfg)
+        run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+            accelerator=accelerator)
+    except AimmergingError as exc:
+        _fail(type(exc), str(exc))
+    except OSError as exc:         # an unwritable folder, a full disk ...
+        _fail(AimmergingError, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     if accelerator is None or accelerator.is_main_process:
         print(f"run folder: {out}")
     return 0
 
 
+def _fail(kind, message: str) -> None:
+    """Re-raise as one line on rank 0; other ranks exit with 2 silently."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise SystemExit(2)
+    raise kind(" ".join(message.split())) from None
+
+
 def _accelerator_for(cfg):
-    """An Accelerator when started by torchrun/accelerate with several processes, else None."""
+    """An Accelerator when started by torchrun with several processes, else None.
+
+    ``torchrun --nproc_per_node N -m aimmerging run CONFIG ...`` starts N processes:
+    NCCL on GPUs, gloo on CPUs (Accelerate needs ``cpu=True`` to choose MULTI_CPU).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    from accelerate import Accelerator
+    from datetime import timedelta
 
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from .errors import ConfigError
     from .loop import _mixed_precision
 
-    return Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
-                       log_with=cfg.train.report_to)
+    world = int(os.environ["WORLD_SIZE"])
+    # evaluation runs on rank 0 while the others wait: allow long waits
+    acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
+                      log_with=cfg.train.report_to, cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))])
+    if acc.num_processes != world:
+        raise ConfigError(f"WORLD_SIZE is {world} but Accelerate set up {acc.num_processes} "
+                          f"process(es) ({acc.distributed_type}); launch with torchrun")
+    return acc
 
 
 def cmd_demo(args) -> int:

@@ -36,6 +36,10 @@ from .io import atomic_write_json, atomic_write_text
 #: methods whose algorithm watches the history loss (their monitoring time is real cost)
 MONITORING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_mgm", "aimmerging_ifm",
                       "aimmerging_reference")
+#: row order of :func:`collect_table` without ``methods``: baselines, then AIMMerging, as in table 2
+DISPLAY_ORDER = ("seq_lora", "replay", "ewc", "fixed_interval", "recurrent_kif", "aimmerging",
+                 "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
+                 "aimmerging_reference", "mtl", "single_task")
 COLUMNS = ("method", "OP", "FWT", "BWT", "train_seconds", "merges", "effective_merges")
 SINGLE = "single_task"
 
@@ -217,7 +221,7 @@ def collect_table(directory, methods: Optional[Sequence[str]] = None) -> list[di
     """Rebuild the comparison rows from the run folders in ``directory``.
 
     ``methods`` None: every sub-folder holding ``metrics.json`` except ``single_task``
-    (which gives the a0 of FWT), in the order of :data:`METHOD_NAMES`. Runs that were
+    (which gives the a0 of FWT), in the order of :data:`DISPLAY_ORDER`. Runs that were
     made without single-task scores get their FWT from ``single_task/metrics.json``.
     """
     d = Path(directory)
@@ -225,7 +229,7 @@ def collect_table(directory, methods: Optional[Sequence[str]] = None) -> list[di
         raise ConfigError(f"{d}: not a folder")
     if methods is None:
         found = [p.name for p in d.iterdir() if (p / "metrics.json").is_file() and p.name != SINGLE]
-        order = {n: i for i, n in enumerate(METHOD_NAMES)}
+        order = {n: i for i, n in enumerate(DISPLAY_ORDER)}
         methods = sorted(found, key=lambda n: (order.get(n, len(order)), n))
     single = d / SINGLE / "metrics.json"
     a0 = _read_json(single).get("single_task_scores") if single.is_file() else None

@@ -8,10 +8,13 @@ with one line naming the key.
 from __future__ import annotations
 
 from pathlib import Path
+import types
+import typing
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from .errors import ConfigError
 
@@ -22,8 +25,41 @@ METHOD_NAMES = (
 )
 
 
+def _leaf_types(annotation) -> set:
+    """The plain types an annotation admits: ``Optional[int]`` -> {int, NoneType}."""
+    origin = typing.get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        out: set = set()
+        for arg in typing.get_args(annotation):
+            out |= _leaf_types(arg)
+        return out
+    if origin is Literal:
+        return {type(a) for a in typing.get_args(annotation)}
+    return {origin or annotation}
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_type_juggling(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse what pydantic's lax mode would quietly convert: ``true`` for a number, ``"8"``
+        for an integer. A string is still accepted for a float, because YAML 1.1 reads
+        ``3e-4`` (no dot) as a string. ``mixed_precision: no`` (YAML's false) means "no"."""
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = _leaf_types(annotation)
+        options = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+        if value is False and "no" in options:
+            return "no"
+        if isinstance(value, bool) and bool not in kinds and kinds & {int, float, str}:
+            expected = f"one of {', '.join(map(str, options))}" if options else _kind_name(kinds)
+            raise ValueError(f"expected {expected}, got {str(value).lower()}")
+        if bool in kinds and value is not None and not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        if isinstance(value, str) and int in kinds and not kinds & {float, str}:
+            raise ValueError(f"expected an integer, got the string {value!r}")
+        return value
 
 
 class DataConfig(_Section):
@@ -31,7 +67,7 @@ class DataConfig(_Section):
 
     dir: Optional[str] = None            # benchmark folder (AimMerging or O-LoRA layout); None = demo stream
     order: Optional[int] = None          # paper order 1..7 (SPEC.md); ignored when `tasks` is set
-    tasks: Optional[list[str]] = None    # explicit task order
+    tasks: Optional[list[str]] = Field(default=None, min_length=1)   # explicit task order
     n_train: Optional[int] = Field(default=None, ge=1)   # examples per task (None = all)
     n_test: Optional[int] = Field(default=None, ge=1)
     test_split: Literal["test", "dev"] = "test"
@@ -122,6 +158,16 @@ class RunConfig(_Section):
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+
+def _kind_name(kinds: set) -> str:
+    if int in kinds:
+        return "an integer"
+    if float in kinds:
+        return "a number"
+    if str in kinds:
+        return "a string"
+    return "another type"
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -123,9 +123,14 @@ class ContinualTrainer:
         loss = self.model(**self._to_device(self.encoder.train_batch(examples))).loss.detach()
         self.model.train()
         if self.world > 1:
-            loss = self.accelerator.reduce(loss, "mean")
+            loss = self.accelerator.reduce(loss.float(), "mean")
         self.timing["monitor_seconds"] += time.perf_counter() - t0
-        return float(loss)
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingError(f"task {self.signal.get('task')}, step {self.signal.get('step')}: "
+                                f"history loss is {value}; the last checkpoint in {self.run_dir} "
+                                f"is kept")
+        return value
 
     def rehearse(self, n_steps: int, key: tuple, use_main_optimizer: bool = False) -> None:
         """``n_steps`` optimizer steps on memory batches (SPEC.md fusion step 2).
@@ -230,12 +235,16 @@ class ContinualTrainer:
                 loss_value = self._optimizer_step(group, examples, sched)
                 self.timing["train_step_seconds"] += time.perf_counter() - t0
                 if not math.isfinite(loss_value):
-                    raise TrainingError(f"task {stage.name}, step {step}: loss is {loss_value}; "
-                                        f"the last checkpoint in {self.run_dir} is kept")
+                    raise TrainingError(f"task {stage.name} (stage {stage.index + 1}), step {step}: "
+                                        f"training loss is {loss_value}; stopped, the last "
+                                        f"checkpoint in {self.run_dir} is kept")
                 self.counters["train_steps"] += 1
                 self.signal = {"task": stage.name, "stage": stage.index + 1, "step": step,
                                "train_loss": loss_value, "lr": sched.get_last_lr()[0]}
                 self.method.after_step(stage, step, loss_value)
+                if (self.cfg.method.log_history_loss and "history_loss" not in self.signal
+                        and len(self.memory) > 0):   # a method that does not measure it itself
+                    self.signal["history_loss"] = self.history_loss((stage.index, step))
                 self.writer.traces.signals.append(self.signal)
                 if tc.report_to:
                     acc.log({k: v for k, v in self.signal.items() if isinstance(v, (int, float))
@@ -299,40 +308,79 @@ class ContinualTrainer:
                 self.writer.save_predictions(stage, task, preds)
             bar.close()
         acc.wait_for_everyone()
+        if self.world > 1:   # every rank holds the same accuracy matrix (and checkpoint state)
+            from accelerate.utils import broadcast
+
+            col = [self.writer.matrix.get(t, stage.column) for t in stage.eval_tasks]
+            sent = torch.tensor([math.nan if v is None else v for v in col], dtype=torch.float64,
+                                device=acc.device)
+            got = broadcast(sent, from_process=0).cpu().tolist()
+            for t, v in zip(stage.eval_tasks, got):
+                if not math.isnan(v):
+                    self.writer.matrix.set(t, stage.column, v)
         self.timing["eval_seconds"] += time.perf_counter() - t0
         self.writer.log_column(stage)
 
     # --- checkpoints --------------------------------------------------------------
     def _checkpoint(self) -> None:
         acc = self.accelerator
+        rng = self._gather_rng()
         if acc.is_main_process:
-            state = {"position": self.position, "method": self.method.state_dict(),
-                     "memory": self.memory.state_dict(), "timing": dict(self.timing),
+            state = {"position": self.position, "world": self.world,
+                     "method": self.method.state_dict(), "memory": self.memory.state_dict(),
+                     "rng": ckpt.python_rng_state(), "timing": dict(self.timing),
                      "counters": dict(self.counters), **self.writer.state_dict()}
             ckpt.save_checkpoint(self.run_dir, state,
                                  {n: p for n, p in self.net.named_parameters() if p.requires_grad},
                                  {"optimizer": self.optimizer.state_dict(),
                                   "rehearsal_optimizer": self.rehearsal_optimizer.state_dict()},
-                                 self.method.tensor_state())
+                                 self.method.tensor_state(), rng)
             self.writer.write_tables()
         acc.wait_for_everyone()
 
+    def _gather_rng(self) -> dict:
+        """The torch random states of every rank (dropout draws differ between ranks)."""
+        rng = ckpt.local_torch_rng()
+        if self.world == 1:
+            return rng
+        acc, dev = self.accelerator, self.accelerator.device
+        own = {"torch_cpu": torch.get_rng_state()}
+        if dev.type == "cuda":
+            own["torch_cuda"] = torch.cuda.get_rng_state(dev)
+        for key, t in own.items():
+            every = acc.gather(t.to(dev)).cpu().view(self.world, -1)
+            for r in range(self.world):
+                rng[f"{key}.rank{r}"] = every[r].clone()
+        return rng
+
     def _restore(self) -> None:
+        if self.accelerator.is_main_process:
+            ckpt.clean_partial(self.run_dir)
+        self.accelerator.wait_for_everyone()
         found = ckpt.find_checkpoint(self.run_dir)
         if found is None:
             return
         data = ckpt.load_checkpoint(found, ("optimizer", "rehearsal_optimizer"))
         state = data["state"]
-        copy_into_(self.net, data["adapter"])
-        self.optimizer.load_state_dict(data["optimizers"]["optimizer"])
-        self.rehearsal_optimizer.load_state_dict(data["optimizers"]["rehearsal_optimizer"])
-        self.memory.load_state_dict(state["memory"])
-        self.method.load_state(state["method"], data["method_tensors"])
-        self.writer.load_state_dict(state)
-        self.timing.update(state.get("timing", {}))
-        self.counters.update(state.get("counters", {}))
-        self.position = dict(state["position"])
-        ckpt.restore_rng(data["rng"])
+        if state.get("world", 1) != self.world:
+            raise TrainingError(f"{found}: the run was started with {state.get('world', 1)} "
+                                f"process(es), not {self.world}; resume it with as many")
+        try:
+            copy_into_(self.net, data["adapter"])
+            self.optimizer.load_state_dict(data["optimizers"]["optimizer"])
+            self.rehearsal_optimizer.load_state_dict(data["optimizers"]["rehearsal_optimizer"])
+            self.memory.load_state_dict(state["memory"])
+            self.method.load_state(state["method"], data["method_tensors"])
+            self.writer.load_state_dict(state)
+            self.timing.update(state.get("timing", {}))
+            self.counters.update(state.get("counters", {}))
+            self.position = {"stage": int(state["position"]["stage"]),
+                             "step": int(state["position"]["step"])}
+            ckpt.restore_rng(data["rng"], self.rank)
+            ckpt.restore_python_rng(state.get("rng"))
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
         log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
                  self.position["step"])
 

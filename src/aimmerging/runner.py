@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from .config import RunConfig
 from .errors import ConfigError
 
@@ -23,10 +25,12 @@ def task_order(cfg: RunConfig) -> list[str]:
     from .data.demo import DEMO_TASKS
     from .data.registry import resolve_order
 
+    if cfg.data.order is not None:
+        order = resolve_order(cfg.data.order)     # an unknown order is an error even when unused
     if cfg.data.tasks:
         return resolve_order(cfg.data.tasks)
     if cfg.data.order is not None:
-        return resolve_order(cfg.data.order)
+        return order
     if cfg.data.dir is None:
         return list(DEMO_TASKS)
     raise ConfigError("data: give data.tasks or data.order for the tasks of data.dir")
@@ -68,18 +72,102 @@ def load_tasks(cfg: RunConfig) -> list:
     return tasks
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over an existing run unless ``resume`` or ``overwrite``."""
-    holds_run = run_dir.is_dir() and any((run_dir / f).exists() for f in
-                                         ("config.yaml", "checkpoint", "metrics.json"))
-    if holds_run and not (resume or overwrite):
+RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
+#: config keys that may change when a run is resumed (they do not change its results)
+RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every")}
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds (part of) a run."""
+    return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+
+
+def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over an existing run unless ``resume`` or ``overwrite``; reads only.
+
+    With ``resume``, the config must be the run's (``config.yaml``) and its checkpoint readable.
+    """
+    from . import checkpoint as ckpt
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--output: {run_dir} exists and is not a folder")
+    has_run = holds_run(run_dir)
+    if has_run and not (resume or overwrite):
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it "
                           f"or --overwrite to start again")
-    if resume and not holds_run:
+    if not (resume and has_run):
+        return
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise ConfigError(f"--resume: {saved} is not valid YAML") from None
+        diff = _first_difference(old if isinstance(old, dict) else {}, cfg.model_dump(mode="json"))
+        if diff is not None:
+            key, then, now = diff
+            raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
+                              f"resume with the run's own config (or use --overwrite)")
+    found = ckpt.find_checkpoint(run_dir)
+    if found is not None:
+        state = ckpt.read_state(found)
+        if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
+            raise ConfigError(f"--resume: {found}/state.json is not a checkpoint state")
+
+
+def _first_difference(old: dict, new: dict, prefix: tuple = ()):
+    """The first (dotted key, old value, new value) where two config dicts differ, or None."""
+    for key in list(new) + [k for k in old if k not in new]:
+        path = prefix + (key,)
+        if path in RESUME_MAY_CHANGE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _first_difference(a, b, path)
+            if sub is not None:
+                return sub
+        elif a != b:
+            return ".".join(map(str, path)), a, b
+    return None
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run folder; ``overwrite`` (without ``resume``) first removes an existing run.
+
+    Call :func:`check_run_dir` first (this function only acts).
+    """
+    if resume and not holds_run(run_dir):
         log.info("nothing to resume in %s: starting a new run", run_dir)
-    if overwrite and holds_run and not resume:
+    if overwrite and holds_run(run_dir) and not resume:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def check_model(name: str) -> None:
+    """Fail before the run folder is touched when the backbone cannot be found."""
+    from .models import BUILTIN_MODELS, resolve_model_path
+
+    if name in BUILTIN_MODELS:
+        return
+    path = resolve_model_path(name)        # a local folder without config.json raises here
+    if Path(path).is_dir():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(path, "config.json"), str):
+            return
+    except Exception:   # noqa: BLE001 - an odd name; the download attempt below decides
+        pass
+    import huggingface_hub.utils as hub_utils
+    from transformers import AutoConfig
+
+    hub_utils.logging.set_verbosity_error()
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"model.name: cannot load {name!r}: {first}") from None
 
 
 def setup_logging(run_dir: Optional[Path], verbose: bool = True) -> None:
@@ -122,7 +210,10 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     from .loop import ContinualTrainer
 
     run_dir = Path(run_dir)
-    tasks = load_tasks(cfg)              # data errors before touching the run folder
+    # every check before touching the run folder (on every rank: they all stop alike)
+    check_run_dir(run_dir, cfg, resume, overwrite)
+    tasks = load_tasks(cfg)
+    check_model(cfg.model.name)
     is_main = accelerator is None or accelerator.is_main_process
     if is_main:
         prepare_run_dir(run_dir, resume, overwrite)

@@ -1,0 +1,220 @@
+"""Shared helpers of the benchmarks: configs, instrumented runs, results files, machine facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: configs/cpu_small.yaml, used when the file is absent (the issue's definition of cpu_small)
+CPU_SMALL = {
+    "seed": 42,
+    "data": {"dir": "../shared/data/data_longsequence", "order": 1, "n_train": 200, "n_test": 100,
+             "max_input_tokens": 128, "max_target_tokens": 16},
+    "model": {"name": "smollm2-135m", "lora_r": 8, "lora_alpha": 32, "lora_dropout": 0.05},
+    "method": {"name": "aimmerging", "memory_size": 20},
+    "train": {"epochs": 3, "batch_size": 8, "lr": 3.0e-4, "checkpoint_every": 25},
+    "eval": {"batch_size": 16, "max_new_tokens": 8},
+}
+
+#: the model of quick mode: a random two-layer Llama with a byte tokenizer (built locally)
+QUICK_MODEL = "tiny-llama"
+FULL_MODEL = "smollm2-135m"
+
+
+def data_root() -> Path:
+    """The shared benchmark data (``$AIMMERGING_BENCH_DATA`` or ``../shared/data`` of the repo)."""
+    env = os.environ.get("AIMMERGING_BENCH_DATA")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), REPO):
+        cand = (base / ".." / "shared" / "data").resolve()
+        if cand.is_dir():
+            return cand
+    return (REPO / ".." / "shared" / "data").resolve()
+
+
+def long_sequence_dir() -> Path:
+    return data_root() / "data_longsequence"
+
+
+def cpu_small_path() -> Optional[Path]:
+    for base in (Path.cwd(), REPO):
+        p = base / "configs" / "cpu_small.yaml"
+        if p.is_file():
+            return p
+    return None
+
+
+def cpu_small_raw() -> dict:
+    """configs/cpu_small.yaml as a dict (the built-in copy when the file is absent)."""
+    from aimmerging.config import load_raw
+
+    p = cpu_small_path()
+    return load_raw(p) if p is not None else json.loads(json.dumps(CPU_SMALL))
+
+
+def make_config(overrides: Iterable[str] = (), raw: Optional[dict] = None):
+    """cpu_small (or ``raw``) with the data folder made absolute and ``--set``-style overrides."""
+    from aimmerging.config import apply_overrides, build_config
+
+    raw = cpu_small_raw() if raw is None else raw
+    raw = apply_overrides(raw, [f"data.dir={long_sequence_dir()}", *overrides])
+    return build_config(raw, "benchmark config")
+
+
+def quiet() -> None:
+    """No progress bars, no log on the terminal, no library notices."""
+    from aimmerging.runner import quiet_libraries, setup_logging
+
+    setup_logging(None, verbose=False)
+    quiet_libraries()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None) -> dict:
+    """Run the real :class:`~aimmerging.loop.ContinualTrainer` and return its figures.
+
+    Returns ``{"trainer", "metrics", "wall_seconds", "stages"}``; ``stages`` holds the
+    timing and counters at the end of each stage (recorded by wrapping the method's
+    ``after_task`` hook: nothing of the loop is changed).
+    """
+    import shutil
+
+    from aimmerging.loop import ContinualTrainer
+    from aimmerging.runner import load_tasks
+
+    quiet()
+    if tasks is None:
+        tasks = load_tasks(cfg)
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    trainer = ContinualTrainer(cfg, run_dir, tasks, progress=False)
+    stages: list[dict] = []
+    inner = trainer.method.after_task
+
+    def after_task(stage):
+        stages.append({"stage": stage.index + 1, "task": stage.name, "memory_examples": len(trainer.memory),
+                       "timing": dict(trainer.timing), "counters": dict(trainer.counters)})
+        inner(stage)
+
+    trainer.method.after_task = after_task
+    t_run = time.perf_counter()
+    metrics = trainer.run()
+    end = time.perf_counter()
+    return {"trainer": trainer, "metrics": metrics, "wall_seconds": end - t0,
+            "run_seconds": end - t_run, "stages": stages}
+
+
+def stage_deltas(stages: list[dict]) -> list[dict]:
+    """Per-stage differences of the cumulative timing/counters recorded by :func:`run_trainer`."""
+    out, prev_t, prev_c = [], {}, {}
+    for s in stages:
+        t = {k: v - prev_t.get(k, 0.0) for k, v in s["timing"].items()}
+        c = {k: v - prev_c.get(k, 0) for k, v in s["counters"].items()}
+        out.append({"stage": s["stage"], "task": s["task"], "memory_examples": s["memory_examples"],
+                    "timing": t, "counters": c})
+        prev_t, prev_c = s["timing"], s["counters"]
+    return out
+
+
+def median(xs: Iterable[float]) -> float:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def rnd(x: Any, nd: int = 4) -> Any:
+    if isinstance(x, float):
+        return round(x, nd)
+    if isinstance(x, dict):
+        return {k: rnd(v, nd) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [rnd(v, nd) for v in x]
+    return x
+
+
+def target(value: Optional[float], op: str, bound: float) -> dict:
+    """A target record: ``{"value", "target", "met"}`` (``op`` is "<=" or ">=")."""
+    if value is None or value != value:
+        met = None
+    else:
+        met = bool(value <= bound) if op == "<=" else bool(value >= bound)
+    return {"value": rnd(value), "target": f"{op} {bound}", "met": met}
+
+
+def machine() -> dict:
+    """The machine the figures were measured on."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2 ** 30, 1)
+    except Exception:  # pragma: no cover
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gib": mem, "python": sys.version.split()[0], "torch": torch.__version__,
+            "platform": platform.platform(), "load_average_1min_at_start": load}
+
+
+def write_result(output: Path, name: str, figures: dict) -> dict:
+    """Write ``output/<name>.json`` (figures plus the machine) and return the figures."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    figures = {"benchmark": name, **figures}
+    figures.setdefault("machine", machine())
+    (output / f"{name}.json").write_text(json.dumps(rnd(figures), indent=2) + "\n", encoding="utf-8")
+    return figures
+
+
+def verdict(targets: dict) -> str:
+    """``3/4 targets met`` for a dict of :func:`target` records."""
+    known = [t["met"] for t in targets.values() if t["met"] is not None]
+    return f"{sum(known)}/{len(targets)} targets met"
+
+
+class threads:
+    """Context manager: torch intra-op threads for a benchmark.
+
+    Quick mode runs single-threaded (tiny models gain nothing from threads, and on a
+    shared 2-core machine spinning OpenMP threads make timings of both sides erratic);
+    full mode keeps torch's default unless ``$AIMMERGING_BENCH_THREADS`` is set.
+    """
+
+    def __init__(self, quick: bool):
+        env = os.environ.get("AIMMERGING_BENCH_THREADS")
+        self.n = int(env) if env else (1 if quick else None)
+
+    def __enter__(self):
+        import torch
+
+        self.saved = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+        return torch.get_num_threads()
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.saved)
+        return False

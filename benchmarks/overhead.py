@@ -1,0 +1,165 @@
+"""Overhead: AIMMerging against LoRAReplay, side by side in one invocation.
+
+Both methods run the real :class:`~aimmerging.loop.ContinualTrainer` on the same
+task stream, model, batch size and number of steps per task (``max_steps_per_task``),
+one after the other (interleaved when repeated; figures are medians). The split of
+AIMMerging's training time comes from the loop's own timers:
+
+- ``train_step_seconds``: main optimizer steps (forward, backward, clip, AdamW);
+- ``monitor_seconds``: the history loss (one no-gradient pass on a memory batch per step);
+- ``rehearsal_seconds``: rehearsal steps at merges (the algorithm's own work);
+- ``merge_seconds``: the merge operations (L1 change, snapshots, fusion), rehearsal excluded;
+- ``other``: the rest of the training time (loop bookkeeping, in-task checkpoints).
+
+Then, on the trained model, the history loss is timed at memory batches of 8, 4, 2
+and 1 and its sampling noise (standard deviation over independent draws at fixed
+parameters) is reported for each: a smaller memory batch is cheaper but noisier.
+
+Targets (issue "Performance"): monitoring <= 10% of the main step time, merges <= 1%
+of it, and the training time <= 1.05x its main plus rehearsal steps counted at
+LoRAReplay's time per step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, run_trainer, target, threads,
+                      verdict, write_result)
+
+NAME = "overhead"
+HISTORY_BATCH_SIZES = (8, 4, 2, 1)
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return {"model": QUICK_MODEL, "tasks": ["dbpedia", "amazon", "yahoo"], "steps": 30,
+                "n_train": 240, "repeats": 3, "draws": 30}
+    steps = int(os.environ.get("AIMMERGING_BENCH_OVERHEAD_STEPS", "30"))
+    ntask = int(os.environ.get("AIMMERGING_BENCH_OVERHEAD_TASKS", "2"))
+    return {"model": FULL_MODEL, "tasks": ["dbpedia", "amazon", "yahoo", "agnews"][:ntask],
+            "steps": steps, "n_train": 200, "repeats": 1, "draws": 8}
+
+
+def _config(s: dict, method: str):
+    return make_config([f"model.name={s['model']}", f"method.name={method}",
+                        f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['n_train']}",
+                        "data.n_test=4", "eval.max_new_tokens=2", f"train.epochs=3",
+                        f"train.max_steps_per_task={s['steps']}"])
+
+
+def _figures(res: dict) -> dict:
+    tr, m = res["trainer"], res["metrics"]
+    t, c = m["timing_seconds"], m["counters"]
+    monitored = sum(1 for row in tr.writer.traces.signals if row.get("history_loss") is not None)
+    steps = c.get("train_steps", 0)
+    parts = {k: t.get(k, 0.0) for k in ("train_step_seconds", "monitor_seconds", "rehearsal_seconds",
+                                         "merge_seconds")}
+    return {
+        "train_seconds": t.get("train_seconds", 0.0), **parts,
+        "other_seconds": t.get("train_seconds", 0.0) - sum(parts.values()),
+        "eval_seconds": t.get("eval_seconds", 0.0), "run_seconds": res["run_seconds"],
+        "train_steps": steps, "monitored_steps": monitored,
+        "rehearsal_steps": c.get("rehearsal_steps", 0),
+        "rehearsal_steps_skipped": c.get("rehearsal_steps_skipped", 0),
+        "merges": c.get("merges", 0),
+        "seconds_per_step": parts["train_step_seconds"] / steps if steps else float("nan"),
+        "monitor_seconds_per_step": parts["monitor_seconds"] / monitored if monitored else 0.0,
+    }
+
+
+def _ratios(aim: dict, rep: dict) -> dict:
+    step = aim["seconds_per_step"]
+    rep_step = rep["train_seconds"] / rep["train_steps"]
+    budget = (aim["train_steps"] + aim["rehearsal_steps"]) * rep_step
+    return {
+        "total_time_ratio": aim["train_seconds"] / rep["train_seconds"],
+        "wall_time_ratio": aim["run_seconds"] / rep["run_seconds"],
+        "main_step_ratio": step / rep["seconds_per_step"],
+        "monitor_to_step_ratio": aim["monitor_seconds_per_step"] / step,
+        "monitor_share_of_main_ratio": aim["monitor_seconds"] / aim["train_step_seconds"],
+        "rehearsal_to_main_ratio": aim["rehearsal_seconds"] / aim["train_step_seconds"],
+        "merge_to_main_ratio": aim["merge_seconds"] / aim["train_step_seconds"],
+        "other_to_main_ratio": aim["other_seconds"] / aim["train_step_seconds"],
+        "run_to_step_budget_ratio": aim["train_seconds"] / budget,
+    }
+
+
+def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
+    """Time and noise of the history loss at several memory batch sizes, at fixed parameters."""
+    cfg = trainer.cfg.method
+    saved = cfg.history_batch_size
+    out = {}
+    try:
+        for b in HISTORY_BATCH_SIZES:
+            cfg.history_batch_size = b
+            trainer.history_loss(("sweep", b, -1))      # warm-up (tokenisation cache, allocator)
+            times, losses = [], []
+            for i in range(draws):
+                t0 = time.perf_counter()
+                losses.append(trainer.history_loss(("sweep", b, i)))
+                times.append(time.perf_counter() - t0)
+            mean = statistics.fmean(losses)
+            std = statistics.stdev(losses) if len(losses) > 1 else float("nan")
+            sec = statistics.median(times)
+            out[str(b)] = {"seconds_per_call": sec, "monitor_to_step_ratio": sec / step_seconds,
+                           "loss_mean": mean, "loss_std": std,
+                           "loss_relative_std": std / mean if mean else float("nan"),
+                           "draws": draws}
+    finally:
+        cfg.history_batch_size = saved
+    return out
+
+
+def run(quick: bool, output: Path) -> dict:
+    with threads(quick) as n_threads:
+        return _run(quick, output, n_threads)
+
+
+def _run(quick: bool, output: Path, n_threads: int) -> dict:
+    from aimmerging.runner import load_tasks
+
+    s = settings(quick)
+    per = {"replay": [], "aimmerging": []}
+    sweep = None
+    with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
+        tasks = load_tasks(_config(s, "replay"))
+        for r in range(s["repeats"]):
+            for method in ("replay", "aimmerging"):
+                res = run_trainer(_config(s, method), Path(tmp) / f"{method}_{r}", tasks)
+                per[method].append(_figures(res))
+                if method == "aimmerging" and r == s["repeats"] - 1:
+                    step = median(f["seconds_per_step"] for f in per["aimmerging"])
+                    sweep = history_sweep(res["trainer"], s["draws"], step)
+                del res
+    ratios_each = [_ratios(a, b) for a, b in zip(per["aimmerging"], per["replay"])]
+    ratios = {k: median(r[k] for r in ratios_each) for k in ratios_each[0]}
+    agg = {m: {k: median(f[k] for f in fs) for k in fs[0]} for m, fs in per.items()}
+    aim = agg["aimmerging"]
+    targets = {
+        "monitor_to_step_ratio": target(ratios["monitor_to_step_ratio"], "<=", 0.10),
+        "merge_to_main_ratio": target(ratios["merge_to_main_ratio"], "<=", 0.01),
+        "run_to_step_budget_ratio": target(ratios["run_to_step_budget_ratio"], "<=", 1.05),
+    }
+    hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
+    summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
+               f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}), "
+               f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%}, merges "
+               f"{ratios['merge_to_main_ratio']:.2%} of main-step time; run "
+               f"{ratios['run_to_step_budget_ratio']:.3f}x its steps at LoRAReplay's step time; "
+               f"{verdict(targets)}")
+    figures = {
+        "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb,
+                                                         "torch_threads": n_threads},
+        "ratios": ratios, "targets": targets, "aimmerging": aim, "replay": agg["replay"],
+        "history_batch_sweep": sweep, "repeats_ratios": ratios_each, "summary": summary,
+    }
+    if any(math.isnan(v) for v in ratios.values()):
+        figures["note"] = "some ratios are undefined (no monitored step or no merge)"
+    write_result(output, NAME, figures)
+    return figures

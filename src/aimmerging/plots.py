@@ -1,0 +1,430 @@
+"""Figures of a run folder (PNG, matplotlib's Agg renderer), after the paper's figures 6-13.
+
+::
+
+    aimmerging plot RUN_DIR [--baseline RUN_DIR] [--runs DIR1,DIR2,...]
+
+writes to ``RUN_DIR/figures/``:
+
+- ``signals_taskNN_<task>.png`` (tasks 2..K): the history loss per step with the
+  forgetting threshold and the merges marked, above the learning signal Lambda at each
+  merge with the merge interval S (step plot, right axis) -- figures 7 and 9-11;
+- ``history_loss_vs_baseline.png`` (with ``--baseline``): this run's history loss
+  against the baseline's, one panel per task -- figures 8, 12, 13;
+- ``first_task.png``: the first task's score after each stage, for this run and the
+  ``--baseline``/``--runs`` runs -- figure 6;
+- ``accuracy_matrix.png``: a heat map of a[i][j] with the scores written in the cells;
+- ``intervals.png``: the merge interval over the steps of all tasks.
+
+matplotlib is imported only when a figure is drawn (the CLI imports this module at start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import ConfigError
+from .traces import as_float, read_csv_rows
+
+__all__ = ["plot_run", "plot_intervals", "load_run", "add_parser"]
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+@dataclass
+class RunData:
+    """What the figures need from a run folder."""
+
+    path: Path
+    method: str
+    tasks: list = field(default_factory=list)
+    matrix: list = field(default_factory=list)          # K x K, None for missing cells
+    signals: list = field(default_factory=list)         # signals.csv rows
+    merges: list = field(default_factory=list)          # merge_trace.csv rows
+    metrics: dict = field(default_factory=dict)
+    label: str = ""
+
+    def stages(self) -> list[tuple[int, str]]:
+        """(stage number, task name) of every stage in the signals, in order."""
+        seen: dict[int, str] = {}
+        for r in self.signals:
+            seen.setdefault(int(r["stage"]), r["task"])
+        return sorted(seen.items())
+
+    def rows(self, stage: int, which: str = "signals") -> list[dict]:
+        return [r for r in getattr(self, which) if int(r["stage"]) == stage]
+
+    def has_history(self) -> bool:
+        return any(as_float(r.get("history_loss")) is not None for r in self.signals)
+
+
+def _require(run_dir: Path, name: str) -> Path:
+    p = run_dir / name
+    if not p.is_file():
+        raise ConfigError(f"{run_dir}: missing {name} (not a run folder, or the run has not "
+                          f"written it yet)")
+    return p
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+
+
+def load_run(run_dir, need: Sequence[str] = ("accuracy_matrix.json", "signals.csv",
+                                              "merge_trace.csv")) -> RunData:
+    """Read a run folder; ConfigError naming the first missing file of ``need``."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: not a run folder (no such folder)")
+    for name in need:
+        _require(d, name)
+    metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+    method = metrics.get("method")
+    if method is None and (d / "config.yaml").is_file():
+        import yaml
+
+        try:
+            method = ((yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {})
+                      .get("method") or {}).get("name")
+        except yaml.YAMLError:
+            method = None
+    run = RunData(d, method or d.name, metrics=metrics,
+                  signals=read_csv_rows(d / "signals.csv"), merges=read_csv_rows(d / "merge_trace.csv"))
+    if (d / "accuracy_matrix.json").is_file():
+        data = _read_json(d / "accuracy_matrix.json")
+        run.tasks, run.matrix = list(data.get("tasks") or []), list(data.get("matrix") or [])
+    run.label = run.method
+    return run
+
+
+def _label_runs(runs: list[RunData]) -> None:
+    """Method names as labels, with the folder name where two runs share a method."""
+    names = [r.method for r in runs]
+    for r in runs:
+        r.label = f"{r.method} ({r.path.name})" if names.count(r.method) > 1 else r.method
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = as_float(r.get(key))
+        if v is not None and math.isfinite(v):
+            xs.append(int(r["step"]))
+            ys.append(v)
+    return xs, ys
+
+
+def _smooth(ys: list[float]) -> Optional[list[float]]:
+    """A centred moving average when the series is long enough to be noisy, else None."""
+    w = len(ys) // 30
+    if w < 2:
+        return None
+    out = []
+    for i in range(len(ys)):
+        part = ys[max(0, i - w // 2): i + w // 2 + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the PNG atomically (temporary file in the same folder, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _note(msg: str) -> None:
+    print(f"plot: {msg}", file=sys.stderr)
+
+
+# --- (a) the merge controller's signals, one figure per task ------------------------------------
+def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Path]:
+    """History loss + threshold + merges (top); Lambda at merges + interval S (bottom)."""
+    sig, merges = run.rows(stage), run.rows(stage, "merges")
+    hx, hy = _series(sig, "history_loss")
+    if not hx and not merges:
+        return None
+    fig = _figure(9.5, 7)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    tx, ty = _series(sig, "train_loss")
+    top.plot(tx, ty, color="0.65", lw=1, label="training loss (new task batch)")
+    if hx:
+        smooth = _smooth(hy)
+        top.plot(hx, hy, color=COLORS[0], lw=1.6 if smooth is None else 0.8,
+                 alpha=1 if smooth is None else 0.4, label="history loss (replay-memory batch)")
+        if smooth is not None:
+            top.plot(hx, smooth, color=COLORS[0], lw=2, label="history loss, moving average")
+    losses = ty + hy
+    lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    top.set_ylim(lo - pad, hi + pad)
+    thx, thy = _series(sig, "threshold")
+    if thy:
+        off = max(thy) > hi + pad
+        gaps = [as_float(r.get("threshold")) for r in sig]
+        top.plot([int(r["step"]) for r in sig], [math.nan if v is None else v for v in gaps],
+                 color=COLORS[1], ls="--", lw=1.2, drawstyle="steps-post",
+                 label="forgetting threshold δ" + (f" ({min(thy):.3g}-{max(thy):.3g}, above the "
+                                                   f"plotted range)" if off else ""))
+        hmap = dict(zip(hx, hy))
+        thr = dict(zip(thx, thy))
+        act = [(s, hmap[s]) for s in hx if s in thr and hmap[s] > thr[s]]
+        if act:
+            top.scatter(*zip(*act), marker="x", color=COLORS[1], zorder=4,
+                        label="forgetting activation (loss > δ)")
+    msteps = [int(m["step"]) for m in merges]
+    for ax in (top, bottom):
+        for s in msteps:
+            ax.axvline(s, color="0.4", ls=":", lw=0.9)
+    ref = dict(zip(hx, hy)) if hx else dict(zip(tx, ty))
+    for fused, style in ((True, {"color": "k", "label": "merge (dotted line), alpha_past > 0"}),
+                         (False, {"facecolors": "none", "edgecolors": "k",
+                                  "label": "merge, alpha_past = 0 (no rehearsal fused)"})):
+        pts = [(s, ref[s]) for s, m in zip(msteps, merges)
+               if s in ref and ((as_float(m["alpha_past"]) or 0) > 0) == fused]
+        if pts:
+            top.scatter(*zip(*pts), marker="v", s=60, zorder=5, **style)
+    top.set_ylabel("loss (cross-entropy)")
+    top.set_title("Forgetting signal: loss on earlier tasks' memory", fontsize=10)
+    top.legend(fontsize=8, loc="best")
+    top.grid(alpha=0.3)
+    lx, ly = _series(merges, "lambda")
+    lines = []
+    if lx:
+        lines += bottom.plot(lx, ly, "o-", color=COLORS[2], lw=1.8, label="learning signal Λ at a merge")
+    bottom.set_ylabel("Λ (L1 change per step)")
+    bottom.set_xlabel("optimizer step within the task (steps)")
+    bottom.grid(alpha=0.3)
+    ix, iy = _series(sig, "interval")
+    if iy:
+        twin = bottom.twinx()
+        lines += twin.plot(ix, iy, color=COLORS[3], lw=1.8, drawstyle="steps-post",
+                           label="merge interval S (right axis)")
+        twin.set_ylabel("merge interval S (steps)")
+        twin.set_ylim(0, max(iy) * 1.25 + 1)
+    if lines:
+        bottom.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+    bottom.set_title("Learning signal and merge interval", fontsize=10)
+    fig.suptitle(f"{run.label}: task {stage} ({task}), {len(merges)} merges", fontweight="bold")
+    return _save(fig, path)
+
+
+# --- (b) history loss against a baseline run ------------------------------------------------------
+def plot_history_vs(run: RunData, base: RunData, path: Path) -> Optional[Path]:
+    if not base.has_history():
+        _note(f"baseline {base.path} has no history loss in its signals.csv (runs log one when "
+              f"the method uses it or with method.log_history_loss=true); skipping {path.name}")
+        return None
+    if not run.has_history():
+        _note(f"{run.path} has no history loss; skipping {path.name}")
+        return None
+    base_stages = {t: s for s, t in base.stages()}
+    panels = [(s, t) for s, t in run.stages() if s > 1 and t in base_stages]
+    if not panels:
+        _note(f"{run.path} and {base.path} share no task after the first; skipping {path.name}")
+        return None
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = _figure(4.6 * ncol + 0.5, 3.4 * nrow + 0.6)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax, (stage, task) in zip(axes, panels):
+        for r, rstage, color in ((base, base_stages[task], COLORS[1]), (run, stage, COLORS[0])):
+            x, y = _series(r.rows(rstage), "history_loss")
+            sm = _smooth(y)
+            ax.plot(x, y, color=color, lw=1.5 if sm is None else 0.7, alpha=1 if sm is None else 0.35,
+                    label=r.label if sm is None else None)
+            if sm is not None:
+                ax.plot(x, sm, color=color, lw=2, label=f"{r.label} (moving average)")
+        for m in run.rows(stage, "merges"):
+            ax.axvline(int(m["step"]), color=COLORS[0], ls=":", lw=0.7, alpha=0.6)
+        ax.set_title(f"task {stage}: {task}", fontsize=10)
+        ax.set_xlabel("optimizer step within the task (steps)")
+        ax.set_ylabel("history loss (cross-entropy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"History loss (earlier tasks' memory) per task: {run.label} vs {base.label}\n"
+                 f"dotted lines: {run.label}'s merges", fontweight="bold")
+    return _save(fig, path)
+
+
+# --- (c) first task's score across stages ----------------------------------------------------------
+def plot_first_task(runs: list[RunData], path: Path) -> Path:
+    main = runs[0]
+    fig = _figure(8, 5)
+    ax = fig.subplots()
+    k = len(main.tasks)
+    markers = "osD^vP*X"
+    for n, r in enumerate(runs):
+        row = r.matrix[0] if r.matrix else []
+        shift = 0.05 * (n - (len(runs) - 1) / 2)        # overlapping lines stay visible
+        pts = [(j + 1 + shift, v) for j, v in enumerate(row) if v is not None]
+        if not pts:
+            continue
+        if r.tasks[:1] != main.tasks[:1]:
+            _note(f"{r.path}: its first task is {r.tasks[:1]}, not {main.tasks[:1]}")
+        change = f", {pts[-1][1] - pts[0][1]:+.1f} points" if len(pts) > 1 else ""
+        ax.plot(*zip(*pts), marker=markers[n % len(markers)], color=COLORS[n % len(COLORS)],
+                lw=2.2 if n == 0 else 1.5, ms=7, label=f"{r.label}{change}")
+    ax.set_xticks(range(1, k + 1), [f"{j + 1}\n{t}" for j, t in enumerate(main.tasks)],
+                  fontsize=8 if k <= 8 else 6)
+    ax.set_xlim(0.6, k + 0.9)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("after training task (stage)")
+    ax.set_ylabel("score on task 1 (percent)")
+    first = main.tasks[0] if main.tasks else "?"
+    ax.set_title(f"Score of the first task ({first}) through the task sequence", fontweight="bold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, title="method, change from first to last stage", title_fontsize=8)
+    return _save(fig, path)
+
+
+# --- (d) accuracy matrix heat map -------------------------------------------------------------------
+def plot_matrix(run: RunData, path: Path) -> Path:
+    import numpy as np
+
+    k = len(run.tasks)
+    data = np.array([[np.nan if v is None else float(v) for v in row] for row in run.matrix],
+                    dtype=float).reshape(k, k)
+    fig = _figure(max(5.5, 1.6 + 0.75 * k), max(4.5, 1.4 + 0.6 * k))
+    ax = fig.subplots()
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="0.92")
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    size = 10 if k <= 6 else 8 if k <= 10 else 6
+    for i in range(k):
+        for j in range(k):
+            v = data[i, j]
+            if math.isnan(v):
+                ax.text(j, i, "–", ha="center", va="center", color="0.55", fontsize=size)
+            else:
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=size,
+                        color="white" if v < 60 else "black")
+    ax.set_xticks(range(k), [f"{j + 1}: {t}" for j, t in enumerate(run.tasks)], rotation=35,
+                  ha="right", fontsize=size)
+    ax.set_yticks(range(k), run.tasks, fontsize=size)
+    ax.set_xlabel("after training on task (stage)")
+    ax.set_ylabel("task evaluated")
+    fig.colorbar(im, ax=ax, label="score (percent)")
+    m = run.metrics
+    summary = ", ".join(f"{n} {m[key]:.1f}" for n, key in (("OP", "op"), ("BWT", "bwt"), ("FWT", "fwt"))
+                        if m.get(key) is not None)
+    ax.set_title(f"Accuracy matrix a[i][j]: {run.label}" + (f"\n{summary}" if summary else ""),
+                 fontweight="bold")
+    return _save(fig, path)
+
+
+# --- (e) merge interval over all tasks ---------------------------------------------------------------
+def plot_intervals(run_dir, path) -> Path:
+    """The merge interval S over the optimizer steps of all tasks, in one figure."""
+    run = run_dir if isinstance(run_dir, RunData) else load_run(run_dir, need=("signals.csv",))
+    fig = _figure(10, 4.2)
+    ax = fig.subplots()
+    offset, any_interval, top = 0, False, 1.0
+    for n, (stage, task) in enumerate(run.stages()):
+        sig = run.rows(stage)
+        last = max(int(r["step"]) for r in sig)
+        x, y = _series(sig, "interval")
+        if y:
+            top = max(top, max(y))
+            ax.plot([offset + s for s in x], y, color=COLORS[3], lw=2, drawstyle="steps-post",
+                    label=None if any_interval else "merge interval S")
+            any_interval = True
+            ymap = dict(zip(x, y))
+            pts = [(offset + int(m["step"]), ymap.get(int(m["step"]))) for m in run.rows(stage, "merges")]
+            pts = [p for p in pts if p[1] is not None]
+            if pts:
+                ax.scatter(*zip(*pts), s=18, color="k", zorder=4,
+                           label=None if ax.collections else "merge")
+        if n:
+            ax.axvline(offset + 0.5, color="0.5", ls="--", lw=1)
+        ax.text(offset + 1, 1.0, f" {stage}: {task}", transform=ax.get_xaxis_transform(),
+                va="top", fontsize=8, color="0.3")
+        offset += last
+    if not any_interval:
+        ax.text(0.5, 0.5, f"no merge interval: method {run.method} does not merge",
+                transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.4")
+    else:
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_ylim(0, top * 1.2 + 0.5)      # room for the task names at the top
+    ax.set_xlim(0, max(offset, 1) + 0.5)
+    ax.set_xlabel("optimizer step, all tasks in order (steps; dashed: task boundary)")
+    ax.set_ylabel("merge interval S (steps)")
+    ax.set_title(f"Merge interval chosen by the controller: {run.label}", fontweight="bold")
+    ax.grid(alpha=0.3)
+    return _save(fig, Path(path))
+
+
+# --- everything -------------------------------------------------------------------------------------
+def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
+    """Write every figure of ``run_dir`` to ``run_dir/figures/``; returns the written paths."""
+    run = load_run(run_dir)
+    base = load_run(baseline, need=("accuracy_matrix.json", "signals.csv")) if baseline else None
+    extra = [load_run(o, need=("accuracy_matrix.json",)) for o in others]
+    everyone = [run] + ([base] if base else []) + extra
+    _label_runs(everyone)
+    figs = run.path / "figures"
+    written: list[Path] = []
+    for stage, task in run.stages():
+        if stage < 2:
+            continue
+        p = plot_signals(run, stage, task, figs / f"signals_task{stage:02d}_{_safe(task)}.png")
+        if p is None:
+            _note(f"task {stage} ({task}): no history loss and no merge in {run.path}; "
+                  f"no signals figure")
+        else:
+            written.append(p)
+    if base is not None:
+        p = plot_history_vs(run, base, figs / "history_loss_vs_baseline.png")
+        if p is not None:
+            written.append(p)
+    if run.tasks:
+        written.append(plot_first_task(everyone, figs / "first_task.png"))
+        written.append(plot_matrix(run, figs / "accuracy_matrix.png"))
+    written.append(plot_intervals(run, figs / "intervals.png"))
+    return written
+
+
+def cmd_plot(args) -> int:
+    others = [o for o in (args.runs or "").split(",") if o.strip()]
+    for p in plot_run(Path(args.run_dir), args.baseline, [o.strip() for o in others]):
+        print(p)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("plot", help="draw a run folder's figures into RUN_DIR/figures/")
+    p.add_argument("run_dir", help="a run folder (written by aimmerging run or compare)")
+    p.add_argument("--baseline", help="a run folder to compare the history loss and task 1 with")
+    p.add_argument("--runs", help="more run folders for the first-task figure, comma-separated")
+    p.set_defaults(func=cmd_plot)
+    return p

@@ -1,0 +1,78 @@
+"""Batches: label masking, EOS, padding sides, middle truncation; batched generation."""
+
+import pytest
+import torch
+
+from aimmerging.batching import IGNORE_INDEX, Encoder, cut_middle
+from aimmerging.data.formats import Example
+from aimmerging.models import build_byte_tokenizer, load_backbone
+
+
+def test_cut_middle_keeps_head_and_tail():
+    ids = list(range(10))
+    assert cut_middle(ids, 4) == [0, 1, 8, 9]
+    assert cut_middle(ids, 5) == [0, 1, 2, 8, 9]
+    assert cut_middle(ids, 10) == ids
+    assert cut_middle(ids, 1) == [0]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_byte_tokenizer()
+
+
+def test_causal_batch_masks_prompt_and_appends_eos(tok):
+    enc = Encoder(tok, is_seq2seq=False, max_input_tokens=64)
+    ex = [Example("a", "Question one\nAnswer:", "yes"), Example("b", "Q2\nAnswer:", "no")]
+    batch = enc.train_batch(ex)
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert ids.shape == labels.shape == mask.shape
+    # first example: prompt masked, answer " yes" + EOS supervised, right padding
+    n_prompt = len(tok("Question one\nAnswer:", add_special_tokens=False)["input_ids"])
+    answer = tok(" yes", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert (labels[0, :n_prompt] == IGNORE_INDEX).all()
+    assert labels[0, n_prompt:n_prompt + len(answer)].tolist() == answer
+    # second example is shorter: padding at the end is ignored and unattended
+    length = int(mask[1].sum())
+    assert (labels[1, length:] == IGNORE_INDEX).all()
+    assert (ids[1, length:] == tok.pad_token_id).all()
+
+
+def test_long_input_keeps_instruction_and_answer_cue(tok):
+    enc = Encoder(tok, is_seq2seq=False, max_input_tokens=40)
+    text = "INSTRUCTION: pick one.\n" + "x" * 500 + "\nAnswer:"
+    prompt = enc.encode_prompts([text])[0]
+    assert len(prompt) <= 40
+    decoded = tok.decode(prompt)
+    assert decoded.startswith("INSTRUCTION")
+    assert decoded.endswith("Answer:")
+
+
+def test_seq2seq_labels_padded_with_ignore_index(tok):
+    enc = Encoder(tok, is_seq2seq=True, max_input_tokens=64)
+    batch = enc.train_batch([Example("a", "in", "a long answer"), Example("b", "in2", "b")])
+    labels = batch["labels"]
+    assert labels[0, -1].item() == tok.eos_token_id
+    assert labels[1, 2:].eq(IGNORE_INDEX).all()       # "b" + EOS, then padding
+
+
+def test_generation_batch_is_left_padded_for_causal(tok):
+    enc = Encoder(tok, is_seq2seq=False)
+    batch = enc.generation_batch([[5, 6, 7], [8]])
+    assert batch["input_ids"][1].tolist() == [tok.pad_token_id, tok.pad_token_id, 8]
+    assert batch["attention_mask"][1].tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
+def test_batched_generation_matches_one_at_a_time(name):
+    from aimmerging.evaluation import generate
+
+    bb = load_backbone(name)
+    enc = Encoder(bb.tokenizer, bb.is_seq2seq, max_input_tokens=48)
+    inputs = ["short\nAnswer:", "a much longer prompt with many more bytes in it\nAnswer:",
+              "mid length prompt\nAnswer:"]
+    torch.manual_seed(0)
+    batched = generate(bb.model, enc, inputs, batch_size=3, max_new_tokens=5)
+    single = [generate(bb.model, enc, [x], batch_size=1, max_new_tokens=5)[0] for x in inputs]
+    assert batched == single
+    assert len(batched) == 3

@@ -1,0 +1,124 @@
+"""`aimmerging compare`: several methods on the smoke config, the table, and run reuse."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from aimmerging.cli import main
+from aimmerging.compare import collect_table, compare_runs, markdown_table, table_row
+from aimmerging.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "smoke.yaml"
+DATA = (REPO / ".." / "shared" / "data" / "data_longsequence").resolve()
+METHODS = ["seq_lora", "replay", "fixed_interval", "aimmerging"]
+SMALL = [f"data.dir={DATA}", "data.n_train=16", "data.n_test=8", "train.epochs=1",
+         "method.s_init=2", "eval.max_new_tokens=2"]
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is absent")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: the tiny model gains nothing from more, and on a busy machine
+    thread oversubscription makes each step several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, one_thread) -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} is absent")
+    out = tmp_path_factory.mktemp("cmp") / "out"
+    code = main(["compare", str(CONFIG), "--methods", ",".join(METHODS), "--quiet",
+                 "--set", *SMALL, "--output", str(out)])
+    assert code == 0
+    return out
+
+
+@needs_data
+def test_table_has_one_row_per_method(compared: Path) -> None:
+    with open(compared / "comparison.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == METHODS
+    assert list(rows[0]) == ["method", "OP", "FWT", "BWT", "train_seconds", "merges",
+                             "effective_merges"]
+    for r in rows:
+        for col in ("OP", "FWT", "BWT", "train_seconds"):
+            assert math.isfinite(float(r[col])), (r["method"], col, r[col])
+        assert 0 <= int(r["effective_merges"]) <= int(r["merges"])
+    by = {r["method"]: r for r in rows}
+    assert int(by["seq_lora"]["merges"]) == int(by["replay"]["merges"]) == 0
+    assert int(by["fixed_interval"]["merges"]) > 0
+    data = json.loads((compared / "comparison.json").read_text())
+    assert [r["method"] for r in data["rows"]] == METHODS
+    assert data["seed"] == 42 and data["tasks"] == ["dbpedia", "amazon", "agnews"]
+    assert set(data["single_task_scores"]) == {"dbpedia", "amazon", "agnews"}
+    md = (compared / "comparison.md").read_text()
+    assert "| Method | OP" in md and "smoke.yaml" in md and "single_task" in md
+    assert "seed: 42" in md and "3 tasks" in md
+    for m in METHODS:
+        assert f"| {m} |" in md
+        metrics = json.loads((compared / m / "metrics.json").read_text())
+        assert metrics["fwt"] is not None                  # a0 came from the single_task run
+    assert (compared / "single_task" / "metrics.json").is_file()
+    # the history loss is logged for the plots also where the method does not use it
+    sig = (compared / "fixed_interval" / "signals.csv").read_text().splitlines()
+    assert any(line.split(",")[4] for line in sig[1:] if line.split(",")[1] == "2")
+
+
+@needs_data
+def test_second_call_reuses_and_resumes(compared: Path, one_thread) -> None:
+    stamps = {m: (compared / m / "metrics.json").stat().st_mtime_ns
+              for m in METHODS + ["single_task"]}
+    # a run with a checkpoint but no metrics.json is resumed (here: from its last checkpoint)
+    (compared / "seq_lora" / "metrics.json").unlink()
+    rows = compare_runs(CONFIG, METHODS, SMALL, compared, progress=False)
+    assert [r["method"] for r in rows] == METHODS
+    for m in ("replay", "fixed_interval", "aimmerging", "single_task"):
+        assert (compared / m / "metrics.json").stat().st_mtime_ns == stamps[m], m
+    assert (compared / "seq_lora" / "metrics.json").is_file()
+    assert collect_table(compared, METHODS) == rows
+    assert [r["method"] for r in collect_table(compared)] == METHODS
+
+
+def test_unknown_method_exits_2(tmp_path: Path, capsys) -> None:
+    code = main(["compare", str(CONFIG), "--methods", "seq_lora,nope", "--output",
+                 str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "aimmerging_no_ls" in err       # lists the known methods
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_override_fails_before_running(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.epochs"):
+        compare_runs(CONFIG, ["seq_lora"], ["train.epochs=0"], tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_seconds_leaves_out_monitoring_only_for_plots(tmp_path: Path) -> None:
+    timing = {"train_seconds": 10.0, "monitor_seconds": 3.0}
+    for method, expected in (("replay", 7.0), ("aimmerging_no_fs", 7.0), ("aimmerging", 10.0),
+                             ("aimmerging_reference", 10.0)):
+        d = tmp_path / method
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({
+            "method": method, "op": 50.0, "bwt": -1.0, "fwt": None, "merges": 2,
+            "effective_merges": 1, "timing_seconds": timing, "tasks": ["a", "b"],
+            "accuracy_matrix": [[60.0, 55.0], [None, 45.0]]}))
+        row = table_row(d, a0={"a": 50.0, "b": 40.0})
+        assert row["train_seconds"] == expected, method
+        assert row["FWT"] == pytest.approx(7.5)             # ((60-50)+(45-40))/2 from a0
+    md = markdown_table([table_row(tmp_path / "replay")], {"config": "x.yaml", "seed": 1,
+                                                           "tasks": ["a", "b"]})
+    assert "| replay | 50.00 | - | -1.00 | 7.0 | 2 | 1 |" in md

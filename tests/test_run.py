@@ -1,0 +1,127 @@
+"""End to end: configs/smoke.yaml (made smaller) writes a complete run folder; the same config
+and seed give identical results; ``aimmerging export`` gives a loadable model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runhelp import (SMALL, SMOKE, adapter_tensors, aimmerging, assert_same_results, check_ok,
+                     csv_rows, needs_data, sets)
+
+pytestmark = [needs_data, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same small smoke run twice, each in its own process (and hash seed)."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for i, hash_seed in enumerate(("1", "2")):
+        out = root / f"run{i}"
+        proc = aimmerging("run", SMOKE, *sets(SMALL), "--output", out, "--quiet",
+                          PYTHONHASHSEED=hash_seed)
+        check_ok(proc)
+        assert proc.stdout.strip() == f"run folder: {out}"
+        dirs.append(out)
+    return dirs
+
+
+def test_run_folder_is_complete(two_runs):
+    run = two_runs[0]
+    for name in ("config.yaml", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.json",
+                 "merge_trace.csv", "signals.csv", "run.log", "checkpoint/state.json"):
+        assert (run / name).is_file(), name
+    tasks = ["dbpedia", "amazon", "agnews"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tasks"] == tasks and metrics["method"] == "aimmerging"
+    assert len(metrics["accuracy_matrix"]) == 3
+    # lower triangle filled (score after each stage for the tasks seen so far)
+    m = json.loads((run / "accuracy_matrix.json").read_text())
+    assert m is not None
+    stages = [f"stage{k + 1:02d}_{t}" for k, t in enumerate(tasks)]
+    assert sorted(p.name for p in (run / "adapters").iterdir()) == stages
+    preds = sorted(p.name for p in (run / "predictions").iterdir())
+    assert preds == sorted(f"{s}__{t}.jsonl" for k, s in enumerate(stages) for t in tasks[:k + 1])
+    lines = (run / "predictions" / preds[0]).read_text().splitlines()
+    assert len(lines) == 6 and set(json.loads(lines[0])) == {"id", "input", "output", "prediction"}
+    signals = csv_rows(run / "signals.csv")
+    assert [r["task"] for r in signals].count("dbpedia") == 8      # 16 examples / 4 x 2 epochs
+    assert all(r["history_loss"] for r in signals if r["task"] != "dbpedia")
+    merges = csv_rows(run / "merge_trace.csv")
+    assert merges and any(float(r["alpha_past"]) > 0 for r in merges)
+    assert {r["task"] for r in merges} == {"amazon", "agnews"}
+    log = (run / "run.log").read_text()
+    assert "after agnews" in log and "done: OP" in log
+    # no temporary leftovers
+    assert not [p for p in run.rglob(".*")], list(run.rglob(".*"))
+
+
+def test_adapters_load_with_peft(two_runs):
+    from peft import PeftModel
+
+    from aimmerging.models import load_backbone
+
+    run = two_runs[0]
+    tensors = adapter_tensors(run)
+    first, last = tensors["stage01_dbpedia"], tensors["stage03_agnews"]
+    assert any(not torch.equal(first[k], last[k]) for k in first)   # training changed the adapter
+    backbone = load_backbone("tiny-llama")
+    ids = backbone.tokenizer("Answer: yes", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_logits = backbone.model(input_ids=ids).logits
+    model = PeftModel.from_pretrained(backbone.model, str(run / "adapters" / "stage03_agnews"))
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert len(loaded) == len(last)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert logits.shape == base_logits.shape and not torch.allclose(logits, base_logits)
+
+
+def test_same_seed_gives_identical_results(two_runs):
+    a, b = two_runs
+    assert_same_results(a, b)
+    for d in sorted((a / "adapters").iterdir()):      # byte-identical adapter files
+        assert (d / "adapter_model.safetensors").read_bytes() == \
+            (b / "adapters" / d.name / "adapter_model.safetensors").read_bytes()
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    ma.pop("timing_seconds"), mb.pop("timing_seconds")
+    assert ma == mb
+
+
+def test_other_seed_differs(two_runs, tmp_path):
+    """The comparison above can fail: another seed gives other traces."""
+    out = tmp_path / "seed7"
+    check_ok(aimmerging("run", SMOKE, *sets(SMALL + ["seed=7", "data.tasks=[dbpedia]"]),
+                        "--output", out, "--quiet"))
+    ref = csv_rows(two_runs[0] / "signals.csv")[:8]
+    other = csv_rows(out / "signals.csv")
+    assert [r["step"] for r in other] == [r["step"] for r in ref]
+    assert [r["train_loss"] for r in other] != [r["train_loss"] for r in ref]
+
+
+def test_export_loads_with_transformers(two_runs, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from aimmerging.models import load_backbone
+
+    run, dest = two_runs[0], tmp_path / "exported"
+    proc = aimmerging("export", run, "--stage", "2", "--output", dest)
+    check_ok(proc)
+    model = AutoModelForCausalLM.from_pretrained(str(dest))
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    base = load_backbone("tiny-llama").model
+    q = "model.layers.0.self_attn.q_proj.weight"
+    merged_sd, base_sd = model.state_dict(), base.state_dict()
+    assert merged_sd[q].shape == base_sd[q].shape and not torch.equal(merged_sd[q], base_sd[q])
+    # the merged model computes what backbone + stage-2 adapter compute
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(load_backbone("tiny-llama").model,
+                                           str(run / "adapters" / "stage02_amazon"))
+    ids = torch.tensor([[2, 40, 41, 42, 43]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, peft_model(input_ids=ids).logits,
+                              atol=1e-4)
