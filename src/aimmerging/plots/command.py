@@ -1,0 +1,59 @@
+"""``aimmerging plot``: every figure of a run folder (:func:`plot_run`) and the CLI parser."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from .common import _note, _safe
+from .figures import plot_first_task, plot_history_vs, plot_intervals, plot_matrix, plot_signals
+from .load import _label_runs, load_run
+
+__all__ = ["plot_run", "cmd_plot", "add_parser"]
+
+
+# --- everything -------------------------------------------------------------------------------------
+def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
+    """Write every figure of ``run_dir`` to ``run_dir/figures/``; returns the written paths."""
+    run = load_run(run_dir)
+    base = load_run(baseline, need=("accuracy_matrix.json", "signals.csv")) if baseline else None
+    extra = [load_run(o, need=("accuracy_matrix.json",)) for o in others]
+    everyone = [run] + ([base] if base else []) + extra
+    _label_runs(everyone)
+    figs = run.path / "figures"
+    written: list[Path] = []
+    for stage, task in run.stages():
+        if stage < 2:
+            continue
+        p = plot_signals(run, stage, task, figs / f"signals_task{stage:02d}_{_safe(task)}.png")
+        if p is None:
+            _note(f"task {stage} ({task}): no history loss and no merge in {run.path}; "
+                  f"no signals figure")
+        else:
+            written.append(p)
+    if base is not None:
+        p = plot_history_vs(run, base, figs / "history_loss_vs_baseline.png")
+        if p is not None:
+            written.append(p)
+    if run.tasks:
+        written.append(plot_first_task(everyone, figs / "first_task.png"))
+        written.append(plot_matrix(run, figs / "accuracy_matrix.png"))
+    written.append(plot_intervals(run, figs / "intervals.png"))
+    return written
+
+
+def cmd_plot(args) -> int:
+    others = [o for o in (args.runs or "").split(",") if o.strip()]
+    for p in plot_run(Path(args.run_dir), args.baseline, [o.strip() for o in others]):
+        print(p)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("plot", help="draw a run folder's figures into RUN_DIR/figures/")
+    p.add_argument("run_dir", help="a run folder (written by aimmerging run or compare)")
+    p.add_argument("--baseline", help="a run folder to compare the history loss and task 1 with")
+    p.add_argument("--runs", help="more run folders for the first-task figure, comma-separated")
+    p.set_defaults(func=cmd_plot)
+    return p
