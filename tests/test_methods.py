@@ -1,0 +1,124 @@
+"""Each method driven by the same loop, on tiny-llama and the built-in demo stream."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from aimmerging.config import build_config
+from aimmerging.runner import run
+
+BASE = {
+    "seed": 3,
+    "data": {"dir": None, "tasks": ["demo_sentiment", "demo_topic", "demo_color"], "n_train": 16,
+             "n_test": 8, "max_input_tokens": 48, "max_target_tokens": 4},
+    "model": {"name": "tiny-llama"},
+    "method": {"memory_size": 4, "s_init": 2},
+    "train": {"epochs": 2, "batch_size": 4, "lr": 5e-3},
+    "eval": {"batch_size": 8, "max_new_tokens": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(tmp_path, name, **method):
+    raw = json.loads(json.dumps(BASE))
+    raw["method"].update({"name": name, **method})
+    out = tmp_path / name
+    metrics = run(build_config(raw), out, progress=False)
+    return out, metrics
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_seq_lora_has_no_merges_and_full_matrix(tmp_path):
+    out, m = _run(tmp_path, "seq_lora")
+    assert m["merges"] == 0
+    assert _rows(out / "merge_trace.csv") == []
+    matrix = m["accuracy_matrix"]
+    assert all(matrix[i][j] is not None for j in range(3) for i in range(j + 1))
+    assert matrix[2][0] is None and matrix[1][0] is None   # tasks not yet seen are not evaluated
+
+
+def test_replay_trains_on_memory_too(tmp_path):
+    _, seq = _run(tmp_path, "seq_lora")
+    _, rep = _run(tmp_path, "replay")
+    # 16 examples a task, batch 4: stage 2 adds 4 memory examples (one more step an epoch),
+    # stage 3 adds 8 (two more), over 2 epochs
+    assert rep["counters"]["train_steps"] == seq["counters"]["train_steps"] + 2 * 1 + 2 * 2
+
+
+def test_aimmerging_merges_from_task_two_with_rehearsal(tmp_path):
+    out, m = _run(tmp_path, "aimmerging")
+    merges = _rows(out / "merge_trace.csv")
+    assert merges and {r["task"] for r in merges} <= {"demo_topic", "demo_color"}
+    for r in merges:
+        assert abs(float(r["alpha_new"]) + float(r["alpha_past"]) - 1) < 1e-9
+    signals = _rows(out / "signals.csv")
+    first = [r for r in signals if r["task"] == "demo_sentiment"]
+    later = [r for r in signals if r["task"] != "demo_sentiment"]
+    assert all(r["history_loss"] == "" for r in first)       # task 1: no memory, no controller
+    assert all(r["history_loss"] != "" for r in later)
+    done = sum(int(r["rehearsal_steps"]) for r in merges if r["rehearsal_skipped"] == "0")
+    assert m["counters"].get("rehearsal_steps", 0) == done
+
+
+def test_fixed_interval_merges_every_s_init_steps(tmp_path):
+    out, _ = _run(tmp_path, "fixed_interval", s_init=3)
+    merges = _rows(out / "merge_trace.csv")
+    assert merges
+    assert all(r["interval_run"] == "3" and float(r["alpha_past"]) == 0.5 for r in merges)
+    steps = [int(r["step"]) for r in merges if r["task"] == "demo_topic"]
+    assert steps == list(range(3, 3 * len(steps) + 1, 3))
+
+
+def test_single_task_evaluates_each_task_alone(tmp_path):
+    _, m = _run(tmp_path, "single_task")
+    matrix = m["accuracy_matrix"]
+    assert all(matrix[i][j] is None for i in range(3) for j in range(3) if i != j)
+    assert set(m["single_task_scores"]) == {"demo_sentiment", "demo_topic", "demo_color"}
+
+
+def test_mtl_is_one_stage_evaluated_on_all(tmp_path):
+    out, m = _run(tmp_path, "mtl")
+    assert [p.name for p in (out / "adapters").iterdir()] == ["stage01_all_tasks"]
+    assert all(m["accuracy_matrix"][i][2] is not None for i in range(3))
+    assert m["bwt"] is None and m["op"] is not None
+
+
+def _adapter_drift(out):
+    from safetensors.torch import load_file
+
+    a = load_file(str(out / "adapters" / "stage01_demo_sentiment" / "adapter_model.safetensors"))
+    b = load_file(str(out / "adapters" / "stage02_demo_topic" / "adapter_model.safetensors"))
+    return sum(float((a[k] - b[k]).abs().sum()) for k in a)
+
+
+def test_ewc_penalty_pulls_towards_previous_task(tmp_path):
+    plain_dir, plain = _run(tmp_path, "seq_lora")
+    ewc_dir, ewc = _run(tmp_path, "ewc", ewc_lambda=1e6)
+    assert ewc["counters"]["train_steps"] == plain["counters"]["train_steps"]
+    # the adapter moves less away from task 1's solution under a strong penalty
+    assert _adapter_drift(ewc_dir) < 0.8 * _adapter_drift(plain_dir)
+
+
+def test_recurrent_kif_fuses_elementwise(tmp_path):
+    out, m = _run(tmp_path, "recurrent_kif")
+    assert m["merges"] > 0
+    assert m["counters"]["rehearsal_steps"] > 0
+
+
+def test_reference_variant_rehearses_new_interval(tmp_path):
+    out, _ = _run(tmp_path, "aimmerging_reference")
+    for r in _rows(out / "merge_trace.csv"):
+        assert r["rehearsal_steps"] == r["next_interval"]
