@@ -12,6 +12,7 @@ Each rank writes ``$AIMM_MP_DEBUG/rank<R>.json`` (a folder outside the run folde
 - ``shards``: the example ids this rank got from every ``_shard`` call (main and memory batches);
 - ``final_hash``: the hash of the trainable parameters at the end;
 - ``world``/``rank``/``distributed_type``: what Accelerate set up;
+- ``resumed``: whether the run went on from a checkpoint;
 - ``writes``: on ranks other than 0, every attempt to create, write, rename or remove a
   path inside the run folder (seen through Python's audit hooks); it must stay empty.
 """
@@ -88,9 +89,30 @@ def main() -> int:
 
     ContinualTrainer._shard = shard
 
+    # AIMM_MP_CRASH="STAGE:STEP" (0-based stage): every rank dies (os._exit) right after that
+    # optimizer step, as a kill would leave it: the checkpoint is the last one written
+    crash = os.environ.get("AIMM_MP_CRASH")
+    if crash:
+        crash_at = tuple(int(x) for x in crash.split(":"))
+        original_stage, original_step = ContinualTrainer._train_stage, ContinualTrainer._optimizer_step
+
+        def train_stage(self, stage, start_step):
+            self._mp_stage = stage.index
+            return original_stage(self, stage, start_step)
+
+        def optimizer_step(self, group, examples, sched):
+            loss = original_step(self, group, examples, sched)
+            if (self._mp_stage, sched.last_epoch) == crash_at:
+                os._exit(137)
+            return loss
+
+        ContinualTrainer._train_stage = train_stage
+        ContinualTrainer._optimizer_step = optimizer_step
+
     original_run = ContinualTrainer.run
 
     def run(self, resume=False):
+        record["resumed"] = resume
         try:
             return original_run(self, resume)
         finally:

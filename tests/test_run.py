@@ -125,3 +125,23 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, peft_model(input_ids=ids).logits,
                               atol=1e-4)
+
+
+def test_history_loss_logged_for_a_baseline(tmp_path):
+    """``method.log_history_loss`` measures the history loss for methods that do not use it."""
+    from aimmerging.config import load_config
+    from aimmerging.runner import run
+
+    cfg = load_config(SMOKE, SMALL + ["method.name=replay", "method.log_history_loss=true",
+                                      "data.tasks=[dbpedia,amazon]", "data.n_train=8",
+                                      "train.epochs=1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    rows = csv_rows(tmp_path / "run" / "signals.csv")
+    assert [r["history_loss"] for r in rows if r["task"] == "dbpedia"] == ["", ""]   # no memory yet
+    later = [r["history_loss"] for r in rows if r["task"] == "amazon"]
+    assert len(later) == 3 and all(float(v) > 0 for v in later)

@@ -74,6 +74,24 @@ def local_torch_rng() -> dict[str, torch.Tensor]:
     return rng
 
 
+def gather_torch_rng(accelerator) -> dict[str, torch.Tensor]:
+    """:func:`local_torch_rng`, plus every rank's CPU (and current CUDA) state as
+    ``torch_cpu.rank<R>`` in a multi-process run, where dropout draws differ between ranks.
+    A collective call: every rank must make it."""
+    rng = local_torch_rng()
+    world, dev = accelerator.num_processes, accelerator.device
+    if world == 1:
+        return rng
+    own = {"torch_cpu": torch.get_rng_state()}
+    if dev.type == "cuda":
+        own["torch_cuda"] = torch.cuda.get_rng_state(dev)
+    for key, t in own.items():
+        every = accelerator.gather(t.to(dev)).cpu().view(world, -1)
+        for r in range(world):
+            rng[f"{key}.rank{r}"] = every[r].clone()
+    return rng
+
+
 def python_rng_state() -> dict:
     """Python's and NumPy's global random states as JSON-serialisable lists."""
     version, internal, gauss = random.getstate()

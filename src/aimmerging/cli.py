@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.output) if args.output else \
             Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
-        accelerator = _accelerator_for(cfg)
+        accelerator = _accelerator_for(cfg, out)
         run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
             accelerator=accelerator)
     except AimmergingError as exc:
@@ -59,7 +59,7 @@ def _fail(kind, message: str) -> None:
     raise kind(" ".join(message.split())) from None
 
 
-def _accelerator_for(cfg):
+def _accelerator_for(cfg, run_dir: Optional[Path] = None):
     """An Accelerator when started by torchrun with several processes, else None.
 
     ``torchrun --nproc_per_node N -m aimmerging run CONFIG ...`` starts N processes:
@@ -80,6 +80,7 @@ def _accelerator_for(cfg):
     # evaluation runs on rank 0 while the others wait: allow long waits
     acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
                       log_with=cfg.train.report_to, cpu=not torch.cuda.is_available(),
+                      project_dir=str(run_dir) if run_dir is not None else None,
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))])
     if acc.num_processes != world:
         raise ConfigError(f"WORLD_SIZE is {world} but Accelerate set up {acc.num_processes} "
@@ -108,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("run", help="train through a task order with one method")
+    p = sub.add_parser(
+        "run", help="train through a task order with one method",
+        description="Train through a task order with one method. Several processes (data "
+                    "parallel; NCCL on GPUs, gloo on CPUs): torchrun --nproc_per_node N -m "
+                    "aimmerging run CONFIG ... (resume with the same N).")
     _add_config_args(p)
     p.add_argument("--output", help="run folder (default: runs/<config>_<method>)")
     g = p.add_mutually_exclusive_group()

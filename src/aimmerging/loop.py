@@ -15,6 +15,7 @@ import random
 import time
 import zlib
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -88,6 +89,7 @@ class ContinualTrainer:
         self.counters: dict[str, int] = defaultdict(int)
         self.signal: dict = {}
         self.position = {"stage": 0, "step": 0}       # next stage; steps done in it
+        self.scheduler, self._saved_schedule = None, None
         if cfg.train.report_to:
             acc.init_trackers("aimmerging", config=cfg.model_dump(mode="json"))
 
@@ -127,10 +129,15 @@ class ContinualTrainer:
         self.timing["monitor_seconds"] += time.perf_counter() - t0
         value = float(loss)
         if not math.isfinite(value):
-            raise TrainingError(f"task {self.signal.get('task')}, step {self.signal.get('step')}: "
-                                f"history loss is {value}; the last checkpoint in {self.run_dir} "
-                                f"is kept")
+            raise self._stopped(self.signal.get("task"), self.signal.get("step"),
+                                f"history loss is {value}")
         return value
+
+    def _stopped(self, task, step, what: str) -> TrainingError:
+        """The error that stops a run at ``task``/``step``, naming the checkpoint that is kept."""
+        found = ckpt.find_checkpoint(self.run_dir)
+        kept = f"the last checkpoint ({found}) is kept" if found else "no checkpoint written yet"
+        return TrainingError(f"task {task}, step {step}: {what}; stopped, {kept}")
 
     def rehearse(self, n_steps: int, key: tuple, use_main_optimizer: bool = False) -> None:
         """``n_steps`` optimizer steps on memory batches (SPEC.md fusion step 2).
@@ -205,7 +212,7 @@ class ContinualTrainer:
             raise TrainingError(f"task {stage.name}: no training examples")
         per_epoch, total = self._stage_steps(len(examples))
         warmup = int(tc.warmup_ratio * total)
-        sched = get_linear_schedule_with_warmup(self.optimizer, warmup, total)
+        self.scheduler = sched = get_linear_schedule_with_warmup(self.optimizer, warmup, total)
         if start_step == 0:
             self.optimizer.state.clear()
             self.rehearsal_optimizer.state.clear()
@@ -214,6 +221,11 @@ class ContinualTrainer:
             self.method.before_task(stage)
         for _ in range(start_step):
             sched.step()
+        saved, self._saved_schedule = self._saved_schedule, None
+        if start_step and saved and saved != {"last_epoch": sched.last_epoch,
+                                              "last_lr": sched.get_last_lr()}:
+            raise TrainingError(f"task {stage.name}: the checkpoint's learning-rate schedule "
+                                f"{saved} is not this run's at step {start_step}")
         gbs = tc.batch_size * self.world
         bar = tqdm(total=total, initial=start_step, desc=f"[{stage.index + 1}/{len(self.stages)}] "
                    f"{stage.name}", disable=not self.progress, dynamic_ncols=True, leave=True)
@@ -232,16 +244,21 @@ class ContinualTrainer:
                     continue
                 group = chunks[s0:s0 + tc.grad_accum]
                 t0 = time.perf_counter()
-                loss_value = self._optimizer_step(group, examples, sched)
+                try:
+                    loss_value = self._optimizer_step(group, examples, sched)
+                except RuntimeError as exc:   # an overflow in the optimizer, out of memory ...
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise self._stopped(stage.name, step, first) from exc
                 self.timing["train_step_seconds"] += time.perf_counter() - t0
                 if not math.isfinite(loss_value):
-                    raise TrainingError(f"task {stage.name} (stage {stage.index + 1}), step {step}: "
-                                        f"training loss is {loss_value}; stopped, the last "
-                                        f"checkpoint in {self.run_dir} is kept")
+                    raise self._stopped(stage.name, step, f"training loss is {loss_value}")
                 self.counters["train_steps"] += 1
                 self.signal = {"task": stage.name, "stage": stage.index + 1, "step": step,
                                "train_loss": loss_value, "lr": sched.get_last_lr()[0]}
-                self.method.after_step(stage, step, loss_value)
+                try:
+                    self.method.after_step(stage, step, loss_value)
+                except ValueError as exc:   # e.g. the controller refuses a non-finite l1 change
+                    raise self._stopped(stage.name, step, " ".join(str(exc).split())) from exc
                 if (self.cfg.method.log_history_loss and "history_loss" not in self.signal
                         and len(self.memory) > 0):   # a method that does not measure it itself
                     self.signal["history_loss"] = self.history_loss((stage.index, step))
@@ -271,7 +288,8 @@ class ContinualTrainer:
         for i, idx in enumerate(group):
             local = self._shard([examples[j] for j in idx])
             batch = self._to_device(self.encoder.train_batch(local))
-            sync = acc.no_sync(self.model) if (i < len(group) - 1 and self.world > 1) else _null()
+            last = i == len(group) - 1
+            sync = acc.no_sync(self.model) if (not last and self.world > 1) else nullcontext()
             with sync:
                 loss = self.model(**batch).loss
                 extra = self.method.extra_loss(self.net)
@@ -324,11 +342,14 @@ class ContinualTrainer:
     # --- checkpoints --------------------------------------------------------------
     def _checkpoint(self) -> None:
         acc = self.accelerator
-        rng = self._gather_rng()
+        rng = ckpt.gather_torch_rng(acc)
         if acc.is_main_process:
             state = {"position": self.position, "world": self.world,
                      "method": self.method.state_dict(), "memory": self.memory.state_dict(),
                      "rng": ckpt.python_rng_state(), "timing": dict(self.timing),
+                     "scheduler": {"last_epoch": self.scheduler.last_epoch,
+                                   "last_lr": self.scheduler.get_last_lr()}
+                     if self.position["step"] else None,
                      "counters": dict(self.counters), **self.writer.state_dict()}
             ckpt.save_checkpoint(self.run_dir, state,
                                  {n: p for n, p in self.net.named_parameters() if p.requires_grad},
@@ -337,21 +358,6 @@ class ContinualTrainer:
                                  self.method.tensor_state(), rng)
             self.writer.write_tables()
         acc.wait_for_everyone()
-
-    def _gather_rng(self) -> dict:
-        """The torch random states of every rank (dropout draws differ between ranks)."""
-        rng = ckpt.local_torch_rng()
-        if self.world == 1:
-            return rng
-        acc, dev = self.accelerator, self.accelerator.device
-        own = {"torch_cpu": torch.get_rng_state()}
-        if dev.type == "cuda":
-            own["torch_cuda"] = torch.cuda.get_rng_state(dev)
-        for key, t in own.items():
-            every = acc.gather(t.to(dev)).cpu().view(self.world, -1)
-            for r in range(self.world):
-                rng[f"{key}.rank{r}"] = every[r].clone()
-        return rng
 
     def _restore(self) -> None:
         if self.accelerator.is_main_process:
@@ -378,19 +384,12 @@ class ContinualTrainer:
                              "step": int(state["position"]["step"])}
             ckpt.restore_rng(data["rng"], self.rank)
             ckpt.restore_python_rng(state.get("rng"))
+            self._saved_schedule = state.get("scheduler")
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
         log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
                  self.position["step"])
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _mixed_precision(setting: str) -> str:

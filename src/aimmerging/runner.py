@@ -15,7 +15,7 @@ from typing import Optional
 import yaml
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 log = logging.getLogger("aimmerging")
 
@@ -69,7 +69,23 @@ def load_tasks(cfg: RunConfig) -> list:
             default = "accuracy"    # a user's own task, present in the folder
         tasks.append(load_task_data(data_dir, name, cfg.data.n_train, cfg.data.n_test, cfg.seed,
                                     cfg.data.test_split, default_metric=default))
+    for task in tasks:
+        check_text(task, data_dir)
     return tasks
+
+
+def check_text(task, data_dir: Path) -> None:
+    """Every text must be encodable (JSON admits lone surrogates such as ``"\\ud800"``, which
+    the tokenizer rejects with a TypeError in the middle of training)."""
+    for split, examples in (("train", task.train), ("evaluation", task.test)):
+        for ex in examples:
+            for field in ("input", "output"):
+                try:
+                    getattr(ex, field).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataError(f"{data_dir}: task {task.info.name}, {split} record "
+                                    f"{ex.id!r}: field {field!r} is not valid Unicode text "
+                                    f"({exc.reason} at position {exc.start})") from None
 
 
 RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
@@ -87,8 +103,6 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
 
     With ``resume``, the config must be the run's (``config.yaml``) and its checkpoint readable.
     """
-    from . import checkpoint as ckpt
-
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output: {run_dir} exists and is not a folder")
     has_run = holds_run(run_dir)
@@ -108,6 +122,8 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
             key, then, now = diff
             raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
                               f"resume with the run's own config (or use --overwrite)")
+    from . import checkpoint as ckpt
+
     found = ckpt.find_checkpoint(run_dir)
     if found is not None:
         state = ckpt.read_state(found)
@@ -207,8 +223,6 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
 
     Raises ConfigError / DataError (before any training) and TrainingError.
     """
-    from .loop import ContinualTrainer
-
     run_dir = Path(run_dir)
     # every check before touching the run folder (on every rank: they all stop alike)
     check_run_dir(run_dir, cfg, resume, overwrite)
@@ -223,6 +237,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     quiet_libraries()
     log.info("run %s: method %s, %d tasks (%s), model %s", run_dir, cfg.method.name, len(tasks),
              ", ".join(t.info.name for t in tasks), cfg.model.name)
+    from .loop import ContinualTrainer
+
     trainer = ContinualTrainer(cfg, run_dir, tasks, accelerator=accelerator, progress=progress)
     metrics = trainer.run(resume=resume)
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
