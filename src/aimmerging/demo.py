@@ -15,10 +15,11 @@ from .config import build_config
 
 DEMO_CONFIG = {
     "seed": 0,
-    "data": {"dir": None, "n_train": 64, "n_test": 24, "max_input_tokens": 64,
+    "data": {"dir": None, "n_train": 96, "n_test": 24, "max_input_tokens": 64,
              "max_target_tokens": 4},
     "model": {"name": "smollm2-135m"},
-    "method": {"name": "aimmerging", "memory_size": 8},
+    # a short stream: S_init=4 (paper: 8) so that every task sees several merges
+    "method": {"name": "aimmerging", "memory_size": 8, "s_init": 4},
     "train": {"epochs": 2, "batch_size": 8, "lr": 1.0e-3},
     "eval": {"batch_size": 24, "max_new_tokens": 3},
 }
