@@ -268,6 +268,8 @@ class ContinualTrainer:
                              and v is not None}, step=self.counters["train_steps"])
                 bar.set_postfix(self._postfix(), refresh=False)
                 bar.update(1)
+                if step % 25 == 0 or step == total:   # progress in run.log too (--quiet runs)
+                    log.info("%s step %d/%d %s", stage.name, step, total, self._postfix())
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < total:
                     self.position = {"stage": stage.index, "step": step}
                     self._checkpoint()
