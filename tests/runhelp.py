@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("AIMMERGING_TEST_DATA", ROOT.parent / "shared" / "data"
-                           / "data_longsequence"))
+DATA = DATA_ROOT / "data_longsequence"
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 needs_data = pytest.mark.skipif(not (DATA / "train").is_dir(),

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 from aimmerging.cli import main
 from aimmerging.compare import collect_table, compare_runs, markdown_table, table_row
@@ -15,7 +16,7 @@ from aimmerging.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "smoke.yaml"
-DATA = (REPO / ".." / "shared" / "data" / "data_longsequence").resolve()
+DATA = DATA_ROOT / "data_longsequence"
 METHODS = ["seq_lora", "replay", "fixed_interval", "aimmerging"]
 SMALL = [f"data.dir={DATA}", "data.n_train=16", "data.n_test=8", "train.epochs=1",
          "method.s_init=2", "eval.max_new_tokens=2"]

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 from aimmerging.cli_data import add_data_parser, format_table
 from aimmerging.errors import DataError
 
-DATA = Path("/work/shared/data")
+DATA = DATA_ROOT
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="/work/shared/data is absent")
 
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 from aimmerging.data import Example, detect_layout, list_tasks, load_file, load_split
 from aimmerging.data.formats import canonical_split
 from aimmerging.data.registry import ORDERS
 from aimmerging.errors import ConfigError, DataError
 
-DATA = Path("/work/shared/data")
+DATA = DATA_ROOT
 LONG = DATA / "data_longsequence"
 SUPERNI = DATA / "data_superni"
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 from aimmerging.data import detect_layout, list_tasks, load_split
 from aimmerging.data import olora
 from aimmerging.data.registry import ORDERS
 from aimmerging.errors import DataError
 
-DATA = Path("/work/shared/data")
+DATA = DATA_ROOT
 LONG = DATA / "data_longsequence"
 N_PER_SPLIT = 40
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 
 from aimmerging.data import olora
 from aimmerging.data.registry import (
@@ -18,7 +19,7 @@ from aimmerging.data.registry import (
 )
 from aimmerging.errors import ConfigError
 
-DATA = Path("/work/shared/data")
+DATA = DATA_ROOT
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="/work/shared/data is absent")
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from datapaths import DATA_ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ from aimmerging.data import Example, TaskData, load_split, load_task_data, subsa
 from aimmerging.data.sampling import _largest_remainder
 from aimmerging.errors import ConfigError
 
-DATA = Path("/work/shared/data")
+DATA = DATA_ROOT
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="/work/shared/data is absent")
 
 
