@@ -1,0 +1,17 @@
+#!/bin/bash
+# The README's cpu_small comparison: each method one after another into runs/cpu_small/<method>,
+# resuming unfinished runs and skipping finished ones (safe to re-run after an interruption).
+# One torch thread per run, so that two lanes can share a 2-core machine:
+#   scripts/cpu_small_runs.sh aimmerging aimmerging_reference &   scripts/cpu_small_runs.sh replay seq_lora single_task &
+# Then: aimmerging compare configs/cpu_small.yaml --methods seq_lora,replay,aimmerging,aimmerging_reference \
+#         --output runs/cpu_small --set method.log_history_loss=true
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p runs/cpu_small
+for m in "$@"; do
+  [ -f "runs/cpu_small/$m/metrics.json" ] && continue
+  echo "$(date -Is) start $m" >> runs/cpu_small/driver.log
+  aimmerging run configs/cpu_small.yaml --set method.name="$m" --set method.log_history_loss=true \
+    --output "runs/cpu_small/$m" --resume --quiet > "runs/cpu_small/$m.out" 2>&1
+  echo "$(date -Is) end $m rc=$?" >> runs/cpu_small/driver.log
+done
