@@ -30,14 +30,15 @@ FULL_MODEL = "smollm2-135m"
 
 
 def data_root() -> Path:
-    """The shared benchmark data (``$AIMMERGING_BENCH_DATA`` or ``../shared/data`` of the repo)."""
+    """The shared benchmark data: ``$AIMMERGING_BENCH_DATA``, else ``../shared/data`` (of the
+    current directory or of the repository), else ``/work/shared/data``."""
     env = os.environ.get("AIMMERGING_BENCH_DATA")
     if env:
         return Path(env)
-    for base in (Path.cwd(), REPO):
-        cand = (base / ".." / "shared" / "data").resolve()
+    for cand in (Path.cwd() / ".." / "shared" / "data", REPO / ".." / "shared" / "data",
+                 Path("/work/shared/data")):
         if cand.is_dir():
-            return cand
+            return cand.resolve()
     return (REPO / ".." / "shared" / "data").resolve()
 
 
@@ -79,12 +80,13 @@ def quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None) -> dict:
+def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None, instrument=None) -> dict:
     """Run the real :class:`~aimmerging.loop.ContinualTrainer` and return its figures.
 
     Returns ``{"trainer", "metrics", "wall_seconds", "stages"}``; ``stages`` holds the
     timing and counters at the end of each stage (recorded by wrapping the method's
-    ``after_task`` hook: nothing of the loop is changed).
+    ``after_task`` hook: nothing of the loop is changed). ``instrument(trainer)`` is
+    called before the run, to wrap more hooks.
     """
     import shutil
 
@@ -109,23 +111,13 @@ def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None) -> dict:
         inner(stage)
 
     trainer.method.after_task = after_task
+    if instrument is not None:
+        instrument(trainer)
     t_run = time.perf_counter()
     metrics = trainer.run()
     end = time.perf_counter()
     return {"trainer": trainer, "metrics": metrics, "wall_seconds": end - t0,
             "run_seconds": end - t_run, "stages": stages}
-
-
-def stage_deltas(stages: list[dict]) -> list[dict]:
-    """Per-stage differences of the cumulative timing/counters recorded by :func:`run_trainer`."""
-    out, prev_t, prev_c = [], {}, {}
-    for s in stages:
-        t = {k: v - prev_t.get(k, 0.0) for k, v in s["timing"].items()}
-        c = {k: v - prev_c.get(k, 0) for k, v in s["counters"].items()}
-        out.append({"stage": s["stage"], "task": s["task"], "memory_examples": s["memory_examples"],
-                    "timing": t, "counters": c})
-        prev_t, prev_c = s["timing"], s["counters"]
-    return out
 
 
 def median(xs: Iterable[float]) -> float:
@@ -134,8 +126,9 @@ def median(xs: Iterable[float]) -> float:
 
 
 def rnd(x: Any, nd: int = 4) -> Any:
+    """Floats to ``nd`` significant digits, recursively (NaN and inf become None: valid JSON)."""
     if isinstance(x, float):
-        return round(x, nd)
+        return float(f"{x:.{nd}g}") if x == x and abs(x) != float("inf") else None
     if isinstance(x, dict):
         return {k: rnd(v, nd) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -174,7 +167,7 @@ def machine() -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "memory_gib": mem, "python": sys.version.split()[0], "torch": torch.__version__,
-            "platform": platform.platform(), "load_average_1min_at_start": load}
+            "platform": platform.platform(), "load_average_1min_when_written": load}
 
 
 def write_result(output: Path, name: str, figures: dict) -> dict:
@@ -194,22 +187,24 @@ def verdict(targets: dict) -> str:
 
 
 class threads:
-    """Context manager: torch intra-op threads for a benchmark.
+    """Context manager: torch intra-op threads for a benchmark (default 1; ``$AIMMERGING_BENCH_THREADS``).
 
-    Quick mode runs single-threaded (tiny models gain nothing from threads, and on a
-    shared 2-core machine spinning OpenMP threads make timings of both sides erratic);
-    full mode keeps torch's default unless ``$AIMMERGING_BENCH_THREADS`` is set.
+    One thread by default, in both modes: on a machine whose cores other jobs share,
+    torch's default OpenMP threads wait for each other at every operation (measured
+    here on 2 busy cores: 7 ms per element-wise op, a SmolLM2 prefill of 16x128 tokens
+    17.5 s with 2 threads against 7.5 s with 1), which swamps the work being compared.
+    ``AIMMERGING_BENCH_THREADS=0`` keeps torch's default.
     """
 
-    def __init__(self, quick: bool):
-        env = os.environ.get("AIMMERGING_BENCH_THREADS")
-        self.n = int(env) if env else (1 if quick else None)
+    def __init__(self, quick: bool = True):
+        env = os.environ.get("AIMMERGING_BENCH_THREADS", "1")
+        self.n = int(env) if env.strip() else 1
 
     def __enter__(self):
         import torch
 
         self.saved = torch.get_num_threads()
-        if self.n:
+        if self.n > 0:
             torch.set_num_threads(self.n)
         return torch.get_num_threads()
 
@@ -218,3 +213,8 @@ class threads:
 
         torch.set_num_threads(self.saved)
         return False
+
+
+def bench_threads() -> int:
+    """The thread count the benchmarks use (0: torch's default)."""
+    return threads().n

@@ -24,6 +24,30 @@ import tempfile
 import time
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM; ru_maxrss where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("VmHWM:"))) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def unmark_quantized(model) -> None:
+    """Drop the GGUF quantizer mark that the cached SmolLM2 keeps (its weights are float32).
+
+    aimmerging's cache of smollm2-135m is dequantized, but its config.json still holds
+    ``quantization_config: {quant_method: gguf}``, so ``from_pretrained`` attaches a GGUF
+    quantizer and ``Trainer`` refuses the model ("quantization method does not support
+    training"). Our loop never looks at the mark.
+    """
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+
+
 def _config(spec: dict):
     from aimmerging.config import build_config
 
@@ -58,7 +82,7 @@ def run_trainer(spec: dict) -> dict:
     """
     import torch
     import transformers
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from aimmerging.batching import Encoder
     from aimmerging.models import add_lora, load_backbone
@@ -74,6 +98,7 @@ def run_trainer(spec: dict) -> dict:
     mc = cfg.model
     torch.manual_seed(cfg.seed)
     backbone = load_backbone(mc.name)
+    unmark_quantized(backbone.model)
     torch.manual_seed(cfg.seed)
     model = add_lora(backbone, mc.lora_r, mc.lora_alpha, mc.lora_dropout, mc.target_modules)
     encoder = Encoder(backbone.tokenizer, backbone.is_seq2seq, cfg.data.max_input_tokens,
@@ -84,7 +109,6 @@ def run_trainer(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_hf_trainer_") as tmp:
         for k, task in enumerate(tasks):
             data = ordered_examples(cfg, task, k)[: steps * bs]
-            tokens += sum(len(e.prompt) + len(e.answer) for e in encoder.encode(data))
             args = TrainingArguments(
                 output_dir=tmp, per_device_train_batch_size=bs, max_steps=steps,
                 learning_rate=cfg.train.lr, weight_decay=cfg.train.weight_decay,
@@ -94,15 +118,17 @@ def run_trainer(spec: dict) -> dict:
                 dataloader_pin_memory=False, disable_tqdm=True, remove_unused_columns=False,
                 train_sampling_strategy="sequential", seed=cfg.seed)
             trainer = Trainer(model=model, args=args, train_dataset=data,
-                              data_collator=encoder.train_batch)
+                              data_collator=encoder.train_batch)   # tokenises lazily, as our loop
+            trainer.remove_callback(PrinterCallback)
             t0 = time.perf_counter()
             out = trainer.train()
             wall += time.perf_counter() - t0
+            tokens += sum(len(e.prompt) + len(e.answer) for e in encoder.encode(data))
             train_runtime += float(out.metrics.get("train_runtime", 0.0))
     return {"train_runtime": train_runtime, "train_wall_seconds": wall, "tokens": tokens,
             "steps": steps * len(tasks), "total_seconds": time.perf_counter() - t_start,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "final_loss": float(out.training_loss), "torch_threads": torch.get_num_threads()}
+            "peak_rss_mib": peak_rss_mib(),
+            "mean_loss": float(out.training_loss), "torch_threads": torch.get_num_threads()}
 
 
 if __name__ == "__main__":

@@ -49,11 +49,29 @@ def settings(quick: bool) -> dict:
 def _config(s: dict, method: str):
     return make_config([f"model.name={s['model']}", f"method.name={method}",
                         f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['n_train']}",
-                        "data.n_test=4", "eval.max_new_tokens=2", f"train.epochs=3",
+                        "data.n_test=4", "eval.max_new_tokens=2", "train.epochs=3",
                         f"train.max_steps_per_task={s['steps']}"])
 
 
-def _figures(res: dict) -> dict:
+def _instrument(trainer, calls: dict) -> None:
+    """Record the duration of every main step and history-loss call (wrappers on the instance)."""
+    for name in ("_optimizer_step", "history_loss"):
+        inner = getattr(trainer, name, None)
+        if inner is None:
+            continue
+        calls[name] = []
+
+        def timed(*a, _inner=inner, _out=calls[name], **k):
+            t0 = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                _out.append(time.perf_counter() - t0)
+
+        setattr(trainer, name, timed)
+
+
+def _figures(res: dict, calls: dict) -> dict:
     tr, m = res["trainer"], res["metrics"]
     t, c = m["timing_seconds"], m["counters"]
     monitored = sum(1 for row in tr.writer.traces.signals if row.get("history_loss") is not None)
@@ -70,6 +88,8 @@ def _figures(res: dict) -> dict:
         "merges": c.get("merges", 0),
         "seconds_per_step": parts["train_step_seconds"] / steps if steps else float("nan"),
         "monitor_seconds_per_step": parts["monitor_seconds"] / monitored if monitored else 0.0,
+        "median_step_seconds": median(calls.get("_optimizer_step", [])),
+        "median_monitor_seconds": median(calls.get("history_loss", [])),
     }
 
 
@@ -87,6 +107,9 @@ def _ratios(aim: dict, rep: dict) -> dict:
         "merge_to_main_ratio": aim["merge_seconds"] / aim["train_step_seconds"],
         "other_to_main_ratio": aim["other_seconds"] / aim["train_step_seconds"],
         "run_to_step_budget_ratio": aim["train_seconds"] / budget,
+        # medians of per-call durations: robust to other jobs' bursts on a shared machine
+        "median_monitor_to_step_ratio": aim["median_monitor_seconds"] / aim["median_step_seconds"],
+        "median_main_step_ratio": aim["median_step_seconds"] / rep["median_step_seconds"],
     }
 
 
@@ -131,8 +154,10 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         tasks = load_tasks(_config(s, "replay"))
         for r in range(s["repeats"]):
             for method in ("replay", "aimmerging"):
-                res = run_trainer(_config(s, method), Path(tmp) / f"{method}_{r}", tasks)
-                per[method].append(_figures(res))
+                calls: dict = {}
+                res = run_trainer(_config(s, method), Path(tmp) / f"{method}_{r}", tasks,
+                                  instrument=lambda tr, c=calls: _instrument(tr, c))
+                per[method].append(_figures(res, calls))
                 if method == "aimmerging" and r == s["repeats"] - 1:
                     step = median(f["seconds_per_step"] for f in per["aimmerging"])
                     sweep = history_sweep(res["trainer"], s["draws"], step)

@@ -1,0 +1,138 @@
+"""Evaluation: our batched generation against generating one example at a time.
+
+The authors' evaluation scripts generate one example at a time (one unpadded prompt
+per ``generate`` call). We compare, on the same test examples, model (with its fresh
+LoRA adapter) and prompt truncation:
+
+- ``one_by_one``: one ``generate`` call per prompt;
+- ``batched``: :func:`aimmerging.evaluation.generate` (prompts sorted by length,
+  left-padded batches of ``eval.batch_size``), task by task as the loop calls it;
+- ``prefix_cache`` (prototype, ``prototypes.generate_shared_prefix``): the same
+  batches with the task's shared instruction prefix encoded once.
+
+Figures: seconds and the speed-up of each path over one-by-one, whether the
+predictions are identical, and the padding and shared-prefix share of the prompt
+tokens. Target: batched >= 2x one-by-one, identical predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import prototypes
+from ._common import (FULL_MODEL, QUICK_MODEL, cpu_small_raw, long_sequence_dir, quiet, target,
+                      threads, verdict, write_result)
+
+NAME = "evaluation"
+
+
+def settings(quick: bool) -> dict:
+    raw = cpu_small_raw()
+    common = {"batch_size": raw["eval"]["batch_size"], "max_new_tokens": raw["eval"]["max_new_tokens"],
+              "max_input_tokens": raw["data"]["max_input_tokens"]}
+    if quick:
+        return {**common, "model": QUICK_MODEL, "tasks": ["dbpedia", "amazon", "agnews"], "n_test": 32}
+    n = int(os.environ.get("AIMMERGING_BENCH_EVAL_EXAMPLES", "32"))
+    return {**common, "model": FULL_MODEL, "tasks": ["dbpedia", "amazon"], "n_test": n}
+
+
+@torch.no_grad()
+def one_by_one(model, encoder, inputs, max_new_tokens: int) -> list[str]:
+    """One unpadded prompt per ``generate`` call (the authors' evaluation scripts)."""
+    model.eval()
+    out = []
+    for ids in encoder.encode_prompts(list(inputs)):
+        x = torch.tensor([ids])
+        y = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                           do_sample=False, num_beams=1, pad_token_id=encoder.pad_id,
+                           eos_token_id=encoder.eos_id)
+        if not encoder.is_seq2seq:
+            y = y[:, x.shape[1]:]
+        out.append(encoder.tokenizer.decode(y[0], skip_special_tokens=True).strip())
+    return out
+
+
+def _padding_share(encoder, inputs, batch_size: int) -> tuple[int, int]:
+    """(padding tokens, real tokens) of the batches :func:`generate` builds."""
+    prompts = encoder.encode_prompts(list(inputs))
+    lens = sorted((len(p) for p in prompts), reverse=True)
+    pad = 0
+    for s in range(0, len(lens), batch_size):
+        chunk = lens[s:s + batch_size]
+        pad += sum(chunk[0] - n for n in chunk)
+    return pad, sum(lens)
+
+
+def run(quick: bool, output: Path) -> dict:
+    with threads(quick) as n_threads:
+        return _run(quick, output, n_threads)
+
+
+def _run(quick: bool, output: Path, n_threads: int) -> dict:
+    from aimmerging.batching import Encoder
+    from aimmerging.data.sampling import load_task_data
+    from aimmerging.evaluation import generate
+    from aimmerging.models import add_lora, load_backbone
+
+    quiet()
+    s = settings(quick)
+    torch.manual_seed(42)
+    bb = load_backbone(s["model"])
+    model = add_lora(bb, 8, 32, 0.05)
+    enc = Encoder(bb.tokenizer, bb.is_seq2seq, s["max_input_tokens"], 16)
+    tasks = {t: [ex.input for ex in load_task_data(long_sequence_dir(), t, 1, s["n_test"], 42, "test").test]
+             for t in s["tasks"]}
+    bs, mnt = s["batch_size"], s["max_new_tokens"]
+    first = next(iter(tasks.values()))
+    generate(model, enc, first[:2], bs, mnt)             # warm-up of every path
+    one_by_one(model, enc, first[:1], mnt)
+    paths = {"one_by_one": lambda x: one_by_one(model, enc, x, mnt),
+             "batched": lambda x: generate(model, enc, x, bs, mnt)}
+    if not bb.is_seq2seq:
+        prototypes.generate_shared_prefix(model, enc, first[:2], bs, mnt)
+        paths["prefix_cache"] = lambda x: prototypes.generate_shared_prefix(model, enc, x, bs, mnt)
+    seconds = {k: 0.0 for k in paths}
+    preds = {k: [] for k in paths}
+    per_task = {}
+    for name, inputs in tasks.items():
+        row = {}
+        for k, fn in paths.items():
+            t0 = time.perf_counter()
+            preds[k].extend(fn(inputs))
+            row[f"{k}_seconds"] = time.perf_counter() - t0
+            seconds[k] += row[f"{k}_seconds"]
+        pad, real = _padding_share(enc, inputs, bs)
+        prompts = enc.encode_prompts(inputs)
+        shared = prototypes._common_prefix(prompts)
+        row.update({"examples": len(inputs), "mean_prompt_tokens": real / len(inputs),
+                    "padding_share": pad / (pad + real), "shared_prefix_tokens": shared,
+                    "shared_prefix_share": shared * len(inputs) / real})
+        per_task[name] = row
+    n = len(preds["one_by_one"])
+    same = {k: sum(a == b for a, b in zip(preds["one_by_one"], v)) for k, v in preds.items()}
+    ratio = seconds["one_by_one"] / seconds["batched"]
+    figures = {"mode": "quick" if quick else "full",
+               "settings": {**s, "torch_threads": n_threads, "examples": n},
+               "speedup_ratio": ratio,
+               "identical_predictions_ratio": same["batched"] / n,
+               "seconds": seconds, "per_task": per_task,
+               "examples_per_second": {k: n / v for k, v in seconds.items()}}
+    targets = {"speedup_ratio": target(ratio, ">=", 2.0),
+               "identical_predictions_ratio": target(same["batched"] / n, ">=", 1.0)}
+    extra = ""
+    if "prefix_cache" in seconds:
+        figures["prototype_prefix_cache_speedup_ratio"] = seconds["one_by_one"] / seconds["prefix_cache"]
+        figures["prototype_prefix_cache_identical_predictions_ratio"] = same["prefix_cache"] / n
+        extra = (f"; prototype with the shared prefix cached "
+                 f"{figures['prototype_prefix_cache_speedup_ratio']:.2f}x "
+                 f"({same['prefix_cache']}/{n} identical)")
+    figures["targets"] = targets
+    figures["summary"] = (f"evaluation: batched generation {ratio:.2f}x one-by-one on {n} test examples "
+                          f"({s['model']}, batch {bs}), {same['batched']}/{n} identical predictions"
+                          f"{extra}; {verdict(targets)}")
+    write_result(output, NAME, figures)
+    return figures

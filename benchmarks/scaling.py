@@ -1,0 +1,132 @@
+"""Scaling: step time and replay-memory footprint for task orders of 4 and of 15 tasks.
+
+AIMMerging runs (the real loop) on Standard CL order 1 (4 tasks) and Long Sequence
+order 4 (15 tasks) with the same steps per task. After every stage we record the
+main step time, the history-loss (monitoring) time per step, the tokens of the
+memory batches that stage's monitoring used (recomputed exactly: the draws are
+seeded by step), and the memory's size (examples, bytes of its state, tokens).
+
+The monitoring cost per step must not grow with the number of tasks seen: the
+memory batch has a fixed size, so only the example lengths of the tasks in memory
+change its cost. ``monitor_growth_ratio`` compares the monitoring time per step of
+the stages with the most tasks in memory (the last third of the 15-task order)
+with that of the stages with the fewest (the 4-task order after its first task);
+``monitor_per_token_growth_ratio`` does the same per padded token of the memory batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, run_trainer, target, threads,
+                      verdict, write_result)
+
+NAME = "scaling"
+ORDERS = {"4_tasks": 1, "15_tasks": 4}
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return {"model": QUICK_MODEL, "steps": 8, "n_train": 64}
+    steps = int(os.environ.get("AIMMERGING_BENCH_SCALING_STEPS", "3"))
+    return {"model": FULL_MODEL, "steps": steps, "n_train": 8 * steps}
+
+
+def _instrument(trainer, rows: list) -> None:
+    """Wrap ``after_task`` to record each stage's memory batches (tokens) and the memory's size."""
+    inner = trainer.method.after_task
+    hb = trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size
+
+    def after_task(stage):
+        real = padded = 0
+        steps = trainer.counters.get("train_steps", 0) - sum(r["steps_total"] for r in rows[-1:])
+        for step in range(1, steps + 1) if len(trainer.memory) else ():
+            ex = trainer.memory_batch("history", (stage.index, step), hb)
+            lens = [len(e.prompt) + len(e.answer) for e in trainer.encoder.encode(ex)]
+            real, padded = real + sum(lens), padded + len(lens) * max(lens)
+        rows.append({"stage": stage.index + 1, "tasks_in_memory": len(trainer.memory.tasks),
+                     "steps_total": trainer.counters.get("train_steps", 0),
+                     "timing": dict(trainer.timing), "history_real_tokens": real,
+                     "history_padded_tokens": padded})
+        inner(stage)
+        mem = trainer.memory
+        rows[-1].update({"memory_examples": len(mem),
+                         "memory_state_bytes": len(json.dumps(mem.state_dict()).encode()),
+                         "memory_tokens": sum(len(e.prompt) + len(e.answer)
+                                              for e in trainer.encoder.encode(mem.examples()))})
+
+    trainer.method.after_task = after_task
+
+
+def _stages(rows: list) -> list:
+    out, prev_t, prev_steps = [], {}, 0
+    for r in rows:
+        t = {k: v - prev_t.get(k, 0.0) for k, v in r["timing"].items()}
+        steps = r["steps_total"] - prev_steps
+        mon = t.get("monitor_seconds", 0.0)
+        out.append({"stage": r["stage"], "tasks_in_memory": r["tasks_in_memory"], "steps": steps,
+                    "step_seconds": t.get("train_step_seconds", 0.0) / steps,
+                    "monitor_seconds_per_step": mon / steps if r["tasks_in_memory"] else None,
+                    "monitor_ms_per_1k_padded_tokens":
+                        1e6 * mon / r["history_padded_tokens"] if r["history_padded_tokens"] else None,
+                    "history_padded_tokens_per_step": r["history_padded_tokens"] / steps,
+                    "memory_examples": r["memory_examples"], "memory_state_bytes": r["memory_state_bytes"],
+                    "memory_tokens": r["memory_tokens"]})
+        prev_t, prev_steps = r["timing"], r["steps_total"]
+    return out
+
+
+def _one(s: dict, order: int, run_dir: Path) -> dict:
+    cfg = make_config([f"model.name={s['model']}", "method.name=aimmerging", f"data.order={order}",
+                       f"data.n_train={s['n_train']}", "data.n_test=1", "eval.max_new_tokens=1",
+                       "train.epochs=1", f"train.max_steps_per_task={s['steps']}"])
+    rows: list = []
+    res = run_trainer(cfg, run_dir, instrument=lambda tr: _instrument(tr, rows))
+    m = res["metrics"]
+    stages = _stages(rows)
+    return {"tasks": len(stages), "steps_per_task": s["steps"],
+            "seconds_per_step": m["timing_seconds"]["train_step_seconds"] / m["counters"]["train_steps"],
+            "train_seconds_per_step": m["timing_seconds"]["train_seconds"] / m["counters"]["train_steps"],
+            "memory_examples": stages[-1]["memory_examples"],
+            "memory_state_bytes": stages[-1]["memory_state_bytes"],
+            "memory_tokens": stages[-1]["memory_tokens"], "stages": stages}
+
+
+def run(quick: bool, output: Path) -> dict:
+    with threads(quick) as n_threads:
+        s = settings(quick)
+        with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
+            res = {k: _one(s, o, Path(tmp) / k) for k, o in ORDERS.items()}
+    few = [st for st in res["4_tasks"]["stages"] if st["tasks_in_memory"]]
+    many = res["15_tasks"]["stages"][-5:]
+    mon_few = median(st["monitor_seconds_per_step"] for st in few)
+    mon_many = median(st["monitor_seconds_per_step"] for st in many)
+    tok_few = median(st["monitor_ms_per_1k_padded_tokens"] for st in few)
+    tok_many = median(st["monitor_ms_per_1k_padded_tokens"] for st in many)
+    a, b = res["4_tasks"], res["15_tasks"]
+    figures = {
+        "mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads,
+                                                           "orders": ORDERS},
+        "monitor_growth_ratio": mon_many / mon_few,
+        "monitor_per_token_growth_ratio": tok_many / tok_few,
+        "step_time_ratio": b["seconds_per_step"] / a["seconds_per_step"],
+        "train_time_per_step_ratio": b["train_seconds_per_step"] / a["train_seconds_per_step"],
+        "memory_bytes_ratio": b["memory_state_bytes"] / a["memory_state_bytes"],
+        "memory_bytes_per_task": {k: v["memory_state_bytes"] / v["tasks"] for k, v in res.items()},
+        "monitor_seconds_per_step": {"4_tasks_stages_2_4": mon_few, "15_tasks_last_5_stages": mon_many},
+        **res,
+    }
+    targets = {k: target(figures[k], "<=", 1.25)
+               for k in ("monitor_growth_ratio", "monitor_per_token_growth_ratio")}
+    figures["targets"] = targets
+    figures["summary"] = (
+        f"scaling: step {a['seconds_per_step'] * 1e3:.0f} ms (4 tasks) vs "
+        f"{b['seconds_per_step'] * 1e3:.0f} ms (15 tasks); monitoring per step "
+        f"x{figures['monitor_growth_ratio']:.2f} with 11-14 tasks in memory vs 1-3 (x{figures['monitor_per_token_growth_ratio']:.2f} per token); memory "
+        f"{a['memory_state_bytes'] / 1024:.0f} KiB vs {b['memory_state_bytes'] / 1024:.0f} KiB "
+        f"({a['memory_examples']} vs {b['memory_examples']} examples); {verdict(targets)}")
+    write_result(output, NAME, figures)
+    return figures

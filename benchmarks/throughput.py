@@ -1,0 +1,86 @@
+"""Training throughput: our ``seq_lora`` loop against transformers' ``Trainer`` on a PEFT LoRA model.
+
+Both sides train the same LoRA adapter on the same model, examples, tokenisation,
+batch size, schedule and number of steps, in the same batch order (see
+``hf_trainer.py``), in this process, alternately when repeated. Throughput is real
+(non-padding) tokens per second of training time: our loop's ``train_seconds``
+(the task's steps and their hooks) against ``Trainer``'s ``train_runtime``.
+In-task checkpoints are off on our side (``train.checkpoint_every=0``), as
+``save_strategy="no"`` is on Trainer's. Target: ratio >= 1.0.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from . import hf_trainer
+from ._common import (FULL_MODEL, QUICK_MODEL, long_sequence_dir, make_config, median, run_trainer,
+                      target, threads, verdict, write_result)
+
+NAME = "throughput"
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return {"model": QUICK_MODEL, "tasks": ["dbpedia"], "steps": 30, "batch_size": 8,
+                "repeats": 4}
+    steps = int(os.environ.get("AIMMERGING_BENCH_THROUGHPUT_STEPS", "16"))
+    return {"model": FULL_MODEL, "tasks": ["dbpedia"], "steps": steps, "batch_size": 8, "repeats": 1}
+
+
+def _ours(s: dict, run_dir: Path) -> dict:
+    cfg = make_config([f"model.name={s['model']}", "method.name=seq_lora",
+                       f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['steps'] * s['batch_size']}",
+                       "data.n_test=1", "eval.max_new_tokens=1", "train.epochs=1",
+                       f"train.batch_size={s['batch_size']}", f"train.max_steps_per_task={s['steps']}",
+                       "train.checkpoint_every=0"])
+    res = run_trainer(cfg, run_dir)
+    tr = res["trainer"]
+    tokens = sum(len(e.prompt) + len(e.answer) for t in tr.tasks for e in tr.encoder.encode(t.train))
+    signals = tr.writer.traces.signals
+    return {"train_seconds": res["metrics"]["timing_seconds"]["train_seconds"], "tokens": tokens,
+            "steps": res["metrics"]["counters"]["train_steps"],
+            "mean_loss": sum(r["train_loss"] for r in signals) / len(signals) if signals else None,
+            "cfg": cfg}
+
+
+def _theirs(s: dict, cfg) -> dict:
+    d = cfg.data
+    return hf_trainer.run_trainer({
+        "model": s["model"], "tasks": s["tasks"], "data_dir": str(long_sequence_dir()),
+        "n_train": d.n_train, "steps": s["steps"], "batch_size": s["batch_size"],
+        "max_input_tokens": d.max_input_tokens, "max_target_tokens": d.max_target_tokens,
+        "seed": cfg.seed, "lr": cfg.train.lr})
+
+
+def run(quick: bool, output: Path) -> dict:
+    with threads(quick) as n_threads:
+        s = settings(quick)
+        ours, theirs = [], []
+        with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
+            for r in range(s["repeats"]):
+                o = _ours(s, Path(tmp) / f"ours_{r}")
+                cfg = o.pop("cfg")
+                t = _theirs(s, cfg)
+                o["tokens_per_second"] = o["tokens"] / o["train_seconds"]
+                t["tokens_per_second"] = t["tokens"] / t["train_runtime"]
+                ours.append(o)
+                theirs.append(t)
+    ratios = [o["tokens_per_second"] / t["tokens_per_second"] for o, t in zip(ours, theirs)]
+    ratio = median(ratios)
+    same_tokens = all(o["tokens"] == t["tokens"] for o, t in zip(ours, theirs))
+    targets = {"throughput_ratio": target(ratio, ">=", 1.0)}
+    o_tps = median(o["tokens_per_second"] for o in ours)
+    t_tps = median(t["tokens_per_second"] for t in theirs)
+    summary = (f"throughput: seq_lora loop {o_tps:.0f} tokens/s vs Trainer+PEFT {t_tps:.0f} tokens/s "
+               f"= {ratio:.2f}x ({s['steps']} steps of batch {s['batch_size']}, {s['model']}); "
+               f"{verdict(targets)}")
+    figures = {"mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads},
+               "throughput_ratio": ratio, "repeats_throughput_ratios": ratios,
+               "ours_tokens_per_second": o_tps, "trainer_tokens_per_second": t_tps,
+               "same_tokens_both_sides": same_tokens, "ours": ours, "trainer": theirs,
+               "targets": targets, "summary": summary}
+    write_result(output, NAME, figures)
+    return figures

@@ -1,0 +1,63 @@
+"""``aimmerging bench``: the CLI glue and one quick benchmark end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datapaths import DATA_ROOT
+
+from aimmerging import bench
+from aimmerging.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = DATA_ROOT / "data_longsequence"
+
+
+def test_finds_benchmarks_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AIMMERGING_BENCHMARKS", raising=False)
+    folder = bench.find_benchmarks_dir()
+    assert folder == (REPO / "benchmarks").resolve()
+    for name in bench.BENCHMARKS:
+        assert (folder / f"{name}.py").is_file()
+
+
+def test_every_benchmark_module_has_run():
+    for name in bench.BENCHMARKS:
+        assert callable(bench.load_benchmark(name).run)
+
+
+def test_unknown_benchmark_is_a_one_line_error(capsys, tmp_path):
+    assert main(["bench", "--quick", "--only", "nope", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bench --only: unknown benchmark 'nope'")
+
+
+def test_ratios_are_collected_from_nested_keys():
+    figures = {"a_ratio": 1.5, "x": {"b_ratio": 2, "c": 3}, "targets": {"a_ratio": {"value": 1}},
+               "summary": "s"}
+    assert bench._ratios(figures) == {"a_ratio": 1.5, "x.b_ratio": 2}
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="benchmark data not present")
+@pytest.mark.timeout(120)
+def test_quick_evaluation_benchmark_writes_ratios(tmp_path):
+    env = dict(os.environ, AIMMERGING_BENCH_THREADS="1", AIMMERGING_BENCH_DATA=str(DATA_ROOT))
+    proc = subprocess.run([sys.executable, "-m", "aimmerging", "bench", "--quick", "--only", "evaluation",
+                           "--output", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "evaluation: batched generation" in proc.stdout
+    figures = json.loads((tmp_path / "evaluation.json").read_text())
+    ratios = {k: v for k, v in figures.items() if "ratio" in k}
+    assert "speedup_ratio" in ratios and ratios["speedup_ratio"] > 0
+    assert all(isinstance(v, (int, float)) for v in ratios.values())
+    assert figures["summary"] and figures["machine"]["cores"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mode"] == "quick"
+    assert "speedup_ratio" in summary["benchmarks"]["evaluation"]["ratios"]
