@@ -74,11 +74,11 @@ def _accelerator_for(cfg, run_dir: Optional[Path] = None):
     from accelerate.utils import InitProcessGroupKwargs
 
     from .errors import ConfigError
-    from .loop import _mixed_precision
+    from .models import resolve_mixed_precision
 
     world = int(os.environ["WORLD_SIZE"])
     # evaluation runs on rank 0 while the others wait: allow long waits
-    acc = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
                       log_with=cfg.train.report_to, cpu=not torch.cuda.is_available(),
                       project_dir=str(run_dir) if run_dir is not None else None,
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))])

@@ -28,7 +28,7 @@ from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .memory import ReplayMemory
 from .methods.base import Stage
-from .models import add_lora, load_backbone
+from .models import add_lora, load_backbone, resolve_mixed_precision
 from .results import ResultWriter
 
 log = logging.getLogger("aimmerging")
@@ -59,8 +59,9 @@ class ContinualTrainer:
         self.cfg, self.run_dir, self.tasks = cfg, Path(run_dir), tasks
         self.task_names = [t.info.name for t in tasks]
         if accelerator is None:
-            accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.train.mixed_precision),
-                                      log_with=cfg.train.report_to, project_dir=str(run_dir))
+            precision = resolve_mixed_precision(cfg.train.mixed_precision)
+            accelerator = Accelerator(mixed_precision=precision, log_with=cfg.train.report_to,
+                                      project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.progress = progress and acc.is_main_process
@@ -392,11 +393,3 @@ class ContinualTrainer:
             raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
         log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
                  self.position["step"])
-
-
-def _mixed_precision(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"

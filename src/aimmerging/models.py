@@ -211,3 +211,12 @@ def add_lora(backbone: Backbone, r: int = 8, alpha: float = 32, dropout: float =
         return get_peft_model(backbone.model, cfg)
     except ValueError as exc:
         raise ConfigError(f"model.target_modules: {str(exc).splitlines()[0]}") from None
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``train.mixed_precision`` for Accelerate: ``auto`` is bf16 (else fp16) on a GPU, ``no`` on CPU."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
