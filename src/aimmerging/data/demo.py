@@ -14,7 +14,9 @@ from .registry import TaskInfo
 from .sampling import TaskData
 
 _SUBJECTS = ["My neighbour", "The teacher", "Our guide", "A friend", "The reporter", "My cousin",
-             "The driver", "A student", "The chef", "Her brother"]
+             "The driver", "A student", "The chef", "Her brother", "The old farmer", "My aunt"]
+#: test sentences use subjects never seen in training, so no test input is a training input
+_TRAIN_SUBJECTS, _TEST_SUBJECTS = _SUBJECTS[:8], _SUBJECTS[8:]
 
 _TASKS = {
     "demo_sentiment": (
@@ -46,7 +48,7 @@ _TASKS = {
 DEMO_TASKS = tuple(_TASKS)
 
 
-def _records(name: str, n: int, rng: random.Random) -> list[Example]:
+def _records(name: str, n: int, rng: random.Random, subjects: list[str]) -> list[Example]:
     instruction, classes, template, objects = _TASKS[name]
     labels = sorted(classes)
     out = []
@@ -54,14 +56,14 @@ def _records(name: str, n: int, rng: random.Random) -> list[Example]:
         label = labels[i % len(labels)]
         word = rng.choice(classes[label])
         obj = rng.choice(objects) if objects else ""
-        sentence = template.format(s=rng.choice(_SUBJECTS), w=word, o=obj)
+        sentence = template.format(s=rng.choice(subjects), w=word, o=obj)
         out.append(Example(id=f"{name}_{i}", input=f"{instruction}\n{sentence}\nAnswer:", output=label))
     rng.shuffle(out)
     return out
 
 
 def demo_stream(n_train: int = 96, n_test: int = 40, seed: int = 0) -> list[TaskData]:
-    """The demo tasks in order; train and test sets drawn from disjoint generators.
+    """The demo tasks in order; test sentences have subjects that training never shows.
 
     Args:
         n_train: training examples per task.
@@ -72,7 +74,7 @@ def demo_stream(n_train: int = 96, n_test: int = 40, seed: int = 0) -> list[Task
     for k, name in enumerate(DEMO_TASKS):
         labels = tuple(sorted(_TASKS[name][1]))
         info = TaskInfo(name=name, benchmark="demo", metric="accuracy", labels=labels)
-        train = _records(name, n_train, random.Random(f"{seed}:{name}:train"))
-        test = _records(name, n_test, random.Random(f"{seed}:{name}:test"))
+        train = _records(name, n_train, random.Random(f"{seed}:{name}:train"), _TRAIN_SUBJECTS)
+        test = _records(name, n_test, random.Random(f"{seed}:{name}:test"), _TEST_SUBJECTS)
         stream.append(TaskData(info=info, train=train, test=test))
     return stream
