@@ -106,7 +106,8 @@ def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None, instrument=Non
     inner = trainer.method.after_task
 
     def after_task(stage):
-        stages.append({"stage": stage.index + 1, "task": stage.name, "memory_examples": len(trainer.memory),
+        stages.append({"stage": stage.index + 1, "task": stage.name,
+                       "memory_examples": len(trainer.memory),
                        "timing": dict(trainer.timing), "counters": dict(trainer.counters)})
         inner(stage)
 
@@ -187,7 +188,7 @@ def verdict(targets: dict) -> str:
 
 
 class threads:
-    """Context manager: torch intra-op threads for a benchmark (default 1; ``$AIMMERGING_BENCH_THREADS``).
+    """Context manager: torch intra-op threads (default 1; ``$AIMMERGING_BENCH_THREADS``).
 
     One thread by default, in both modes: on a machine whose cores other jobs share,
     torch's default OpenMP threads wait for each other at every operation (measured

@@ -116,7 +116,8 @@ def run(quick: bool, output: Path) -> dict:
         "trainer_run": {**theirs, "steps": trainer_figs.get("steps")},
         "targets": targets,
         "summary": (f"memory: peak RSS {ours['peak_rss_mib']:.0f} MiB (cpu_small run, {s['model']}) vs "
-                    f"{theirs['peak_rss_mib']:.0f} MiB (Trainer+PEFT) = {ratio:.2f}x; {verdict(targets)}"),
+                    f"{theirs['peak_rss_mib']:.0f} MiB (Trainer+PEFT) = {ratio:.2f}x; "
+                    f"{verdict(targets)}"),
     }
     write_result(output, NAME, figures)
     return figures

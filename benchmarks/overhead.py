@@ -47,10 +47,15 @@ def settings(quick: bool) -> dict:
 
 
 def _config(s: dict, method: str):
+    """cpu_small with the benchmark's model, tasks and steps (``$AIMMERGING_BENCH_HISTORY_BATCH``
+    sets ``method.history_batch_size``; otherwise the config's value, by default the batch size)."""
+    extra = []
+    if os.environ.get("AIMMERGING_BENCH_HISTORY_BATCH"):
+        extra.append(f"method.history_batch_size={int(os.environ['AIMMERGING_BENCH_HISTORY_BATCH'])}")
     return make_config([f"model.name={s['model']}", f"method.name={method}",
                         f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['n_train']}",
                         "data.n_test=4", "eval.max_new_tokens=2", "train.epochs=3",
-                        f"train.max_steps_per_task={s['steps']}"])
+                        f"train.max_steps_per_task={s['steps']}", *extra])
 
 
 def _instrument(trainer, calls: dict) -> None:
@@ -174,7 +179,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
     hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
                f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}), "
-               f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%}, merges "
+               f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "
+               f"{aim['rehearsal_steps_skipped']:.0f} skipped at alpha_past=0), merges "
                f"{ratios['merge_to_main_ratio']:.2%} of main-step time; run "
                f"{ratios['run_to_step_budget_ratio']:.3f}x its steps at LoRAReplay's step time; "
                f"{verdict(targets)}")

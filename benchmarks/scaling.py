@@ -32,7 +32,7 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"model": QUICK_MODEL, "steps": 8, "n_train": 64}
     steps = int(os.environ.get("AIMMERGING_BENCH_SCALING_STEPS", "3"))
-    return {"model": FULL_MODEL, "steps": steps, "n_train": 8 * steps}
+    return {"model": FULL_MODEL, "steps": steps, "n_train": 200}
 
 
 def _instrument(trainer, rows: list) -> None:
@@ -73,8 +73,8 @@ def _stages(rows: list) -> list:
                     "monitor_ms_per_1k_padded_tokens":
                         1e6 * mon / r["history_padded_tokens"] if r["history_padded_tokens"] else None,
                     "history_padded_tokens_per_step": r["history_padded_tokens"] / steps,
-                    "memory_examples": r["memory_examples"], "memory_state_bytes": r["memory_state_bytes"],
-                    "memory_tokens": r["memory_tokens"]})
+                    "memory_examples": r["memory_examples"],
+                    "memory_state_bytes": r["memory_state_bytes"], "memory_tokens": r["memory_tokens"]})
         prev_t, prev_steps = r["timing"], r["steps_total"]
     return out
 
@@ -87,9 +87,10 @@ def _one(s: dict, order: int, run_dir: Path) -> dict:
     res = run_trainer(cfg, run_dir, instrument=lambda tr: _instrument(tr, rows))
     m = res["metrics"]
     stages = _stages(rows)
+    t, steps = m["timing_seconds"], m["counters"]["train_steps"]
     return {"tasks": len(stages), "steps_per_task": s["steps"],
-            "seconds_per_step": m["timing_seconds"]["train_step_seconds"] / m["counters"]["train_steps"],
-            "train_seconds_per_step": m["timing_seconds"]["train_seconds"] / m["counters"]["train_steps"],
+            "seconds_per_step": t["train_step_seconds"] / steps,
+            "train_seconds_per_step": t["train_seconds"] / steps,
             "memory_examples": stages[-1]["memory_examples"],
             "memory_state_bytes": stages[-1]["memory_state_bytes"],
             "memory_tokens": stages[-1]["memory_tokens"], "stages": stages}
@@ -125,7 +126,8 @@ def run(quick: bool, output: Path) -> dict:
     figures["summary"] = (
         f"scaling: step {a['seconds_per_step'] * 1e3:.0f} ms (4 tasks) vs "
         f"{b['seconds_per_step'] * 1e3:.0f} ms (15 tasks); monitoring per step "
-        f"x{figures['monitor_growth_ratio']:.2f} with 11-14 tasks in memory vs 1-3 (x{figures['monitor_per_token_growth_ratio']:.2f} per token); memory "
+        f"x{figures['monitor_growth_ratio']:.2f} with 10-14 tasks in memory vs 1-3 "
+        f"(x{figures['monitor_per_token_growth_ratio']:.2f} per token); memory "
         f"{a['memory_state_bytes'] / 1024:.0f} KiB vs {b['memory_state_bytes'] / 1024:.0f} KiB "
         f"({a['memory_examples']} vs {b['memory_examples']} examples); {verdict(targets)}")
     write_result(output, NAME, figures)

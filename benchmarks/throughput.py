@@ -32,7 +32,8 @@ def settings(quick: bool) -> dict:
 
 def _ours(s: dict, run_dir: Path) -> dict:
     cfg = make_config([f"model.name={s['model']}", "method.name=seq_lora",
-                       f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['steps'] * s['batch_size']}",
+                       f"data.tasks=[{','.join(s['tasks'])}]",
+                       f"data.n_train={s['steps'] * s['batch_size']}",
                        "data.n_test=1", "eval.max_new_tokens=1", "train.epochs=1",
                        f"train.batch_size={s['batch_size']}", f"train.max_steps_per_task={s['steps']}",
                        "train.checkpoint_every=0"])

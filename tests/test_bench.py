@@ -48,9 +48,9 @@ def test_ratios_are_collected_from_nested_keys():
 @pytest.mark.timeout(120)
 def test_quick_evaluation_benchmark_writes_ratios(tmp_path):
     env = dict(os.environ, AIMMERGING_BENCH_THREADS="1", AIMMERGING_BENCH_DATA=str(DATA_ROOT))
-    proc = subprocess.run([sys.executable, "-m", "aimmerging", "bench", "--quick", "--only", "evaluation",
-                           "--output", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=110)
+    cmd = [sys.executable, "-m", "aimmerging", "bench", "--quick", "--only", "evaluation",
+           "--output", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "evaluation: batched generation" in proc.stdout
     figures = json.loads((tmp_path / "evaluation.json").read_text())

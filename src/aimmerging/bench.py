@@ -49,7 +49,8 @@ def load_benchmark(name: str, folder: Optional[Path] = None):
     folder = folder or find_benchmarks_dir()
     if PACKAGE not in sys.modules:
         init = folder / "__init__.py"
-        spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(folder)])
+        spec = importlib.util.spec_from_file_location(PACKAGE, init,
+                                                      submodule_search_locations=[str(folder)])
         pkg = importlib.util.module_from_spec(spec)
         sys.modules[PACKAGE] = pkg
         spec.loader.exec_module(pkg)
@@ -69,9 +70,9 @@ def _parse_only(value: Optional[str]) -> list[str]:
 def cmd_bench(args) -> int:
     names = _parse_only(args.only)
     folder = find_benchmarks_dir()
-    output = Path(args.output) if args.output else folder / "results" / ("quick" if args.quick else "full")
-    output.mkdir(parents=True, exist_ok=True)
     mode = "quick" if args.quick else "full"
+    output = Path(args.output) if args.output else folder / "results" / mode
+    output.mkdir(parents=True, exist_ok=True)
     print(f"aimmerging bench ({mode}): {', '.join(names)} -> {output}", flush=True)
     combined: dict = {"mode": mode, "benchmarks": {}}
     failed = []
@@ -109,7 +110,7 @@ def _ratios(figures: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(_ratios(v, key + "."))
         elif "ratio" in str(k) and isinstance(v, (int, float)):
-            out[key] = v
+            out[key] = v if v == v and abs(v) != float("inf") else None   # JSON has no NaN
     return out
 
 

@@ -127,6 +127,8 @@ def _build_smollm2(folder: Path) -> None:
     tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model.hf_quantizer = None   # save_pretrained refuses a GGUF-loaded model otherwise
+    if hasattr(model.config, "quantization_config"):   # the weights are float32 now
+        del model.config.quantization_config
 
     def save(tmp: Path) -> None:
         model.save_pretrained(tmp)
