@@ -8,10 +8,10 @@ figure of the merge intervals.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from .config import build_config
+from .traces import read_csv_rows
 
 DEMO_CONFIG = {
     "seed": 0,
@@ -51,9 +51,8 @@ def run_demo(output: Path, overwrite: bool = True, model: str = "smollm2-135m") 
     cfg = build_config(raw, "demo")
     metrics = run(cfg, output, overwrite=overwrite)
     merges: dict[str, int] = {}
-    with open(output / "merge_trace.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            merges[row["task"]] = merges.get(row["task"], 0) + 1
+    for row in read_csv_rows(output / "merge_trace.csv"):
+        merges[row["task"]] = merges.get(row["task"], 0) + 1
     print()
     print(format_report(metrics, merges))
     fig = plot_intervals(output, output / "figures" / "intervals.png")
