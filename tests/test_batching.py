@@ -76,3 +76,53 @@ def test_batched_generation_matches_one_at_a_time(name):
     single = [generate(bb.model, enc, [x], batch_size=1, max_new_tokens=5)[0] for x in inputs]
     assert batched == single
     assert len(batched) == 3
+
+
+def test_shared_prefix_length_leaves_one_token_per_prompt():
+    from aimmerging.evaluation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2      # at most the shortest - 1
+    assert shared_prefix_length([[7, 8]]) == 1
+    assert shared_prefix_length([[1], [2]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def test_prefix_batch_puts_padding_between_prefix_and_rest():
+    from aimmerging.evaluation import _prefix_batch
+
+    batch = _prefix_batch([[1, 2, 3, 4, 5], [1, 2, 6]], p_len=2, pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, 0, 0, 6]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 1]]
+
+
+def test_shared_prefix_generation_matches_unshared_and_embeds_fewer_tokens():
+    from aimmerging.evaluation import generate
+
+    bb = load_backbone("tiny-llama")
+    torch.manual_seed(1)
+    with torch.no_grad():   # larger random weights: varied, prompt-dependent predictions
+        for p in bb.model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    enc = Encoder(bb.tokenizer, False, max_input_tokens=256)
+    definition = "Definition: pick the topic of the sentence from the list. "
+    inputs = [definition + s + "\nAnswer:" for s in
+              ["goal!", "the bank raised its rates again", "a comet was seen", "new phone out"]]
+    embedded = []
+    hook = bb.model.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: embedded.append(args[0].numel()))
+    try:
+        shared = generate(bb.model, enc, inputs, batch_size=3, max_new_tokens=6)
+        n_shared = sum(embedded)
+        embedded.clear()
+        plain = generate(bb.model, enc, inputs, batch_size=3, max_new_tokens=6, share_prefix=False)
+        n_plain = sum(embedded)
+    finally:
+        hook.remove()
+    single = [generate(bb.model, enc, [x], batch_size=1, max_new_tokens=6, share_prefix=False)[0]
+              for x in inputs]
+    assert shared == plain == single
+    assert len(set(shared)) == len(inputs)
+    # the shared prefix (BOS + definition) is embedded once, not once per prompt
+    assert n_plain - n_shared == (len(inputs) - 1) * (len(definition) + len(enc.prefix))

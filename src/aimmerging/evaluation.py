@@ -3,20 +3,60 @@
 Prompts are sorted by length before batching, so that a batch holds prompts of
 similar length and little padding is computed; predictions are returned in the
 original order. Decoding is greedy (num_beams=1), as in the paper's appendix D.
+
+For causal LMs the instruction that every prompt of a task starts with (the task
+definition: a third to a half of a Long Sequence prompt's tokens) is encoded once:
+its KV cache is copied into each batch, which holds ``[prefix | left padding | rest]``
+with the padding masked, and ``generate`` continues from there. Positions come from
+the attention mask, so each token sees what it would see unpadded; the predictions
+are those of one-at-a-time generation (checked by ``aimmerging bench --only evaluation``).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Optional, Sequence
 
 import torch
 
 from .batching import Encoder
+from .losses import accepts_logits_to_keep
+
+MIN_SHARED_PREFIX = 8   # tokens; a shorter shared prefix is not worth a cache copy per batch
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all ``prompts`` share, at most the shortest minus one.
+
+    At least one token of every prompt is left to prefill, so that ``generate`` has an
+    input to start from. Returns 0 for no prompts.
+    """
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for i in range(max(n, 0)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
+def _prefix_batch(prompts: list[list[int]], p_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """``[prefix | left padding | rest]`` rows and their attention mask ([B, L])."""
+    width = max(len(p) for p in prompts) - p_len
+    ids = torch.full((len(prompts), p_len + width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, :p_len] = torch.tensor(p[:p_len], dtype=torch.long)
+        mask[row, :p_len] = 1
+        ids[row, p_len + width - (len(p) - p_len):] = torch.tensor(p[p_len:], dtype=torch.long)
+        mask[row, p_len + width - (len(p) - p_len):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 @torch.no_grad()
 def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 16,
-             max_new_tokens: int = 16, progress: Optional[object] = None) -> list[str]:
+             max_new_tokens: int = 16, progress: Optional[object] = None,
+             share_prefix: bool = True) -> list[str]:
     """Greedy predictions for ``inputs`` (strings), in their order.
 
     Args:
@@ -25,6 +65,8 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
         batch_size: prompts per ``generate`` call.
         max_new_tokens: generation length limit in tokens.
         progress: optional tqdm bar, advanced by the number of prompts done.
+        share_prefix: causal LMs: encode the prefix all prompts share once (when it has at
+            least ``MIN_SHARED_PREFIX`` tokens) and reuse its KV cache in every batch.
     Returns:
         One decoded, stripped string per input.
     """
@@ -37,12 +79,27 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
     preds: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     tok = encoder.tokenizer
+    p_len = 0 if encoder.is_seq2seq or not share_prefix else shared_prefix_length(prompts)
+    prefix_cache = None
     try:
+        if p_len >= MIN_SHARED_PREFIX:
+            prefix = torch.tensor([prompts[0][:p_len]], device=device)
+            keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+            prefix_cache = getattr(model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                                         use_cache=True, **keep), "cache", None)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in encoder.generation_batch([prompts[i] for i in idx]).items()}
+            rows = [prompts[i] for i in idx]
+            extra = {}
+            if prefix_cache is not None:
+                batch = _prefix_batch(rows, p_len, encoder.pad_id)
+                extra["cache"] = copy.deepcopy(prefix_cache)
+                extra["cache"].batch_repeat_interleave(len(idx))
+            else:
+                batch = encoder.generation_batch(rows)
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=encoder.pad_id, eos_token_id=encoder.eos_id)
+                                 pad_token_id=encoder.pad_id, eos_token_id=encoder.eos_id, **extra)
             if not encoder.is_seq2seq:
                 out = out[:, batch["input_ids"].shape[1]:]
             texts = tok.batch_decode(out, skip_special_tokens=True)

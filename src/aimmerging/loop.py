@@ -26,6 +26,7 @@ from .batching import Encoder
 from .config import RunConfig
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
+from .losses import batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
@@ -98,6 +99,11 @@ class ContinualTrainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
+    def loss_on(self, examples: list) -> torch.Tensor:
+        """Mean token loss of ``examples`` under the (wrapped) model; logits only where labelled."""
+        return batch_loss(self.model, self._to_device(self.encoder.train_batch(examples)),
+                          self.encoder.is_seq2seq)
+
     def _shard(self, examples: list) -> list:
         if self.world == 1:
             return examples
@@ -123,7 +129,7 @@ class ContinualTrainer:
         if examples is None:
             return float("nan")
         self.model.eval()
-        loss = self.model(**self._to_device(self.encoder.train_batch(examples))).loss.detach()
+        loss = self.loss_on(examples).detach()
         self.model.train()
         if self.world > 1:
             loss = self.accelerator.reduce(loss.float(), "mean")
@@ -155,7 +161,7 @@ class ContinualTrainer:
             examples = self.memory_batch("rehearsal", key + (r,), self.cfg.train.batch_size)
             if examples is None:
                 break
-            loss = self.model(**self._to_device(self.encoder.train_batch(examples))).loss
+            loss = self.loss_on(examples)
             self.accelerator.backward(loss)
             if self.cfg.train.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
@@ -290,11 +296,10 @@ class ContinualTrainer:
         total_loss = 0.0
         for i, idx in enumerate(group):
             local = self._shard([examples[j] for j in idx])
-            batch = self._to_device(self.encoder.train_batch(local))
             last = i == len(group) - 1
             sync = acc.no_sync(self.model) if (not last and self.world > 1) else nullcontext()
             with sync:
-                loss = self.model(**batch).loss
+                loss = self.loss_on(local)
                 extra = self.method.extra_loss(self.net)
                 if extra is not None:
                     loss = loss + extra
