@@ -145,3 +145,27 @@ def test_history_loss_logged_for_a_baseline(tmp_path):
     assert [r["history_loss"] for r in rows if r["task"] == "dbpedia"] == ["", ""]   # no memory yet
     later = [r["history_loss"] for r in rows if r["task"] == "amazon"]
     assert len(later) == 3 and all(float(v) > 0 for v in later)
+
+
+def test_step_signals_reach_tensorboard(tmp_path):
+    """``train.report_to=tensorboard`` sends every step's signals through Accelerate's tracker."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    check_ok(aimmerging("run", SMOKE, *sets(SMALL + ["data.tasks=[dbpedia,amazon]", "data.n_train=8",
+                                                     "train.epochs=1", "train.report_to=tensorboard"]),
+                        "--output", out, "--quiet"))
+    events = sorted(out.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {out}"
+    scalars = {}
+    for path in events:
+        acc = EventAccumulator(str(path.parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.value for e in acc.Scalars(tag)]
+    rows = csv_rows(out / "signals.csv")
+    assert scalars["train_loss"] == pytest.approx([float(r["train_loss"]) for r in rows], rel=1e-5)
+    history = [float(r["history_loss"]) for r in rows if r["history_loss"]]
+    assert history and scalars["history_loss"] == pytest.approx(history, rel=1e-5)
+    assert "interval" in scalars and "threshold" in scalars

@@ -248,3 +248,23 @@ def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = N
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML text (written to ``config.yaml`` in the run folder)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Union[int, float, str, bool]]:
+    """The config as ``{"section.key": value}`` with scalar values, as trackers' hparams need.
+
+    Lists become their YAML-like text (``[q_proj, v_proj]``) and None becomes ``"none"``.
+    """
+    out: dict[str, Union[int, float, str, bool]] = {}
+    for section, values in cfg.model_dump(mode="json").items():
+        items = values.items() if isinstance(values, dict) else [(None, values)]
+        for key, value in items:
+            name = section if key is None else f"{section}.{key}"
+            if value is None:
+                value = "none"
+            elif isinstance(value, list):
+                value = "[" + ", ".join(map(str, value)) + "]"
+            elif isinstance(value, dict):
+                value = str(value)
+            out[name] = value
+    return out

@@ -23,7 +23,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .batching import Encoder
-from .config import RunConfig
+from .config import RunConfig, flat_config
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
@@ -93,7 +93,7 @@ class ContinualTrainer:
         self.position = {"stage": 0, "step": 0}       # next stage; steps done in it
         self.scheduler, self._saved_schedule = None, None
         if cfg.train.report_to:
-            acc.init_trackers("aimmerging", config=cfg.model_dump(mode="json"))
+            acc.init_trackers("aimmerging", config=flat_config(cfg))
 
     # --- helpers used by methods ----------------------------------------------
     def _to_device(self, batch: dict) -> dict:
