@@ -107,6 +107,17 @@ def test_bad_override_fails_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_train_seconds_is_at_least_its_timed_parts(tmp_path: Path) -> None:
+    d = tmp_path / "replay"
+    d.mkdir()
+    timing = {"train_seconds": 5.0, "train_step_seconds": 8.0, "monitor_seconds": 3.0,
+              "rehearsal_seconds": 1.5, "merge_seconds": 0.5}   # a resumed run of an old version
+    (d / "metrics.json").write_text(json.dumps({
+        "method": "replay", "op": 50.0, "bwt": -1.0, "merges": 0, "effective_merges": 0,
+        "timing_seconds": timing, "tasks": ["a"], "accuracy_matrix": [[60.0]]}))
+    assert table_row(d)["train_seconds"] == 10.0      # 8 + 3 + 1.5 + 0.5, less monitoring (3)
+
+
 def test_train_seconds_leaves_out_monitoring_only_for_plots(tmp_path: Path) -> None:
     timing = {"train_seconds": 10.0, "monitor_seconds": 3.0}
     for method, expected in (("replay", 7.0), ("aimmerging_no_fs", 7.0), ("aimmerging", 10.0),

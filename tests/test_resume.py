@@ -69,6 +69,9 @@ def test_sigkill_mid_task_then_resume_gives_the_same_run(tmp_path):
     assert f"resumed from {run}/checkpoint at stage 3, step {second['step']}" in log
     assert_same_results(ref, run)
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, run))
+    # the loops' clock survives the kills: it covers every timed part, interrupted stages too
+    t = mb["timing_seconds"]
+    assert t["train_seconds"] >= t["train_step_seconds"] + t["monitor_seconds"] + t["rehearsal_seconds"]
     for m in (ma, mb):
         m.pop("timing_seconds")
     assert ma == mb

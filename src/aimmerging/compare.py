@@ -190,7 +190,10 @@ def table_row(run_dir, a0: Optional[dict] = None) -> dict:
     """One table row from a finished run folder (``run_dir/metrics.json``).
 
     ``train_seconds`` is the training loops' wall time (monitoring, rehearsal and merges
-    included), less the history-loss monitoring of methods that do not use it.
+    included), less the history-loss monitoring of methods that do not use it. It is at
+    least the sum of the timed parts (main steps, monitoring, rehearsal, merges), which
+    every checkpoint keeps (runs resumed before the loop's clock was checkpointed step by
+    step counted only the part of the interrupted stage after the resume).
     """
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
@@ -199,7 +202,9 @@ def table_row(run_dir, a0: Optional[dict] = None) -> dict:
     m = _read_json(path)
     method = m.get("method") or run_dir.name
     timing = m.get("timing_seconds") or {}
-    train = float(timing.get("train_seconds") or 0.0)
+    parts = sum(float(timing.get(k) or 0.0) for k in
+                ("train_step_seconds", "monitor_seconds", "rehearsal_seconds", "merge_seconds"))
+    train = max(float(timing.get("train_seconds") or 0.0), parts)
     if method not in MONITORING_METHODS:
         train -= float(timing.get("monitor_seconds") or 0.0)
     effective = m.get("effective_merges")

@@ -238,7 +238,7 @@ class ContinualTrainer:
                    f"{stage.name}", disable=not self.progress, dynamic_ncols=True, leave=True)
         step = 0
         self.model.train()
-        t_stage = time.perf_counter()
+        mark = time.perf_counter()   # train_seconds grows step by step, so checkpoints hold it
         for epoch in range(tc.epochs):
             gen = torch.Generator().manual_seed(seed_key(self.cfg.seed, "order", stage.index, epoch))
             perm = torch.randperm(len(examples), generator=gen).tolist()
@@ -277,11 +277,13 @@ class ContinualTrainer:
                 bar.update(1)
                 if step % 25 == 0 or step == total:   # progress in run.log too (--quiet runs)
                     log.info("%s step %d/%d %s", stage.name, step, total, self._postfix())
+                now = time.perf_counter()
+                self.timing["train_seconds"], mark = self.timing["train_seconds"] + now - mark, now
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < total:
                     self.position = {"stage": stage.index, "step": step}
                     self._checkpoint()
         bar.close()
-        self.timing["train_seconds"] += time.perf_counter() - t_stage
+        self.timing["train_seconds"] += time.perf_counter() - mark
 
     def _postfix(self) -> dict:
         s = self.signal
