@@ -33,21 +33,6 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def unmark_quantized(model) -> None:
-    """Drop the GGUF quantizer mark that the cached SmolLM2 keeps (its weights are float32).
-
-    aimmerging's cache of smollm2-135m is dequantized, but its config.json still holds
-    ``quantization_config: {quant_method: gguf}``, so ``from_pretrained`` attaches a GGUF
-    quantizer and ``Trainer`` refuses the model ("quantization method does not support
-    training"). Our loop never looks at the mark.
-    """
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-
-
 def _config(spec: dict):
     from aimmerging.config import build_config
 
@@ -98,7 +83,6 @@ def run_trainer(spec: dict) -> dict:
     mc = cfg.model
     torch.manual_seed(cfg.seed)
     backbone = load_backbone(mc.name)
-    unmark_quantized(backbone.model)
     torch.manual_seed(cfg.seed)
     model = add_lora(backbone, mc.lora_r, mc.lora_alpha, mc.lora_dropout, mc.target_modules)
     encoder = Encoder(backbone.tokenizer, backbone.is_seq2seq, cfg.data.max_input_tokens,

@@ -137,6 +137,28 @@ def _build_smollm2(folder: Path) -> None:
     _save_atomically(folder, save)
 
 
+def _unmark_gguf(config_path: Path) -> None:
+    """Drop ``quantization_config: gguf`` from a cache written by aimmerging before it did so.
+
+    The cached weights are float32 safetensors; with the mark, transformers attaches a
+    GGUF quantizer, and ``save_pretrained`` (``aimmerging export``) and ``Trainer`` refuse
+    the model. The file is rewritten atomically.
+    """
+    import json
+
+    from .io import atomic_write_json
+
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "gguf":
+        del config["quantization_config"]
+        atomic_write_json(config_path, config)
+        log.info("%s: removed the GGUF quantization mark (the weights are float32)", config_path)
+
+
 def resolve_model_path(name: str) -> str:
     """A model name -> a folder or hub name that ``from_pretrained`` accepts.
 
@@ -150,6 +172,8 @@ def resolve_model_path(name: str) -> str:
                 _build_smollm2(folder)
             else:
                 _build_tiny(name, folder)
+        elif name == "smollm2-135m":
+            _unmark_gguf(folder / "config.json")
         return str(folder)
     path = Path(name).expanduser()
     if path.exists():

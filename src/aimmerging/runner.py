@@ -28,6 +28,9 @@ def task_order(cfg: RunConfig) -> list[str]:
     if cfg.data.order is not None:
         order = resolve_order(cfg.data.order)     # an unknown order is an error even when unused
     if cfg.data.tasks:
+        if cfg.data.order is not None:
+            log.warning("data.tasks and data.order are both set: data.tasks is used, "
+                        "data.order %s is ignored", cfg.data.order)
         return resolve_order(cfg.data.tasks)
     if cfg.data.order is not None:
         return order
@@ -89,8 +92,10 @@ def check_text(task, data_dir: Path) -> None:
 
 
 RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
-#: config keys that may change when a run is resumed (they do not change its results)
-RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every")}
+#: config keys that may change when a run is resumed: they change what is logged or
+#: reported (FWT from the a0 scores), not the training
+RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
+                     ("method", "log_history_loss"), ("single_task_scores",)}
 
 
 def holds_run(run_dir: Path) -> bool:

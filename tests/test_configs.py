@@ -1,0 +1,55 @@
+"""Every shipped config validates; the order configs run the paper's task orders (table 12)."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from aimmerging.config import load_config
+from aimmerging.data.registry import ORDERS
+from aimmerging.runner import task_order
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_order_configs_follow_the_paper(order):
+    cfg = load_config(CONFIGS / f"order{order}.yaml")
+    assert task_order(cfg) == list(ORDERS[order])
+    assert cfg.method.name == "aimmerging"
+    assert (cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout) == (8, 32, 0.05)
+    assert (cfg.train.lr, cfg.train.batch_size) == (3e-4, 8)
+    m = cfg.method
+    assert (m.s_init, m.window, m.s_min, m.s_max, m.gamma_forget, m.f_max) == (8, 3, 2, 128, 2.0, 3)
+
+
+@pytest.mark.parametrize("name", ["cpu_small", "smoke", "demo"])
+def test_small_configs_validate(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert len(task_order(cfg)) >= 3
+
+
+def test_tasks_and_order_together_warn(caplog):
+    cfg = load_config(CONFIGS / "smoke.yaml", ["data.order=2"])
+    with caplog.at_level(logging.WARNING, logger="aimmerging"):
+        tasks = task_order(cfg)
+    assert tasks == list(cfg.data.tasks)
+    assert "data.tasks" in caplog.text and "data.order" in caplog.text
+
+
+def test_resume_accepts_logging_and_fwt_changes_only(tmp_path):
+    from aimmerging.config import dump_config
+    from aimmerging.errors import ConfigError
+    from aimmerging.runner import check_run_dir
+
+    cfg = load_config(CONFIGS / "smoke.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(cfg))
+    later = load_config(CONFIGS / "smoke.yaml", ["method.log_history_loss=true",
+                                                 "train.checkpoint_every=3"])
+    later = later.model_copy(update={"single_task_scores": {"dbpedia": 50.0}})
+    check_run_dir(run, later, resume=True, overwrite=False)          # accepted
+    other = load_config(CONFIGS / "smoke.yaml", ["train.epochs=7"])
+    with pytest.raises(ConfigError, match="train.epochs"):
+        check_run_dir(run, other, resume=True, overwrite=False)
