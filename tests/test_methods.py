@@ -73,6 +73,28 @@ def test_aimmerging_merges_from_task_two_with_rehearsal(tmp_path):
     assert m["counters"].get("rehearsal_steps", 0) == done
 
 
+def test_idle_rehearsals_run_when_not_skipped(tmp_path):
+    out, skip = _run(tmp_path, "aimmerging")
+    merges = _rows(out / "merge_trace.csv")
+    idle = [r for r in merges if float(r["alpha_past"]) == 0]
+    assert idle, "this setting must have merges with alpha_past = 0"
+    assert all(r["rehearsal_skipped"] == "1" for r in idle)
+    assert skip["counters"]["rehearsal_steps_skipped"] == sum(int(r["rehearsal_steps"]) for r in idle)
+    out_all, literal = _run(tmp_path / "literal", "aimmerging", skip_idle_rehearsal=False)
+    rows = _rows(out_all / "merge_trace.csv")
+    assert all(r["rehearsal_skipped"] == "0" for r in rows)
+    assert literal["counters"].get("rehearsal_steps_skipped", 0) == 0
+    assert literal["counters"]["rehearsal_steps"] == sum(int(r["rehearsal_steps"]) for r in rows)
+    # both runs are the same run up to the first idle merge (after it, the rehearsal's dropout
+    # draws shift the random stream of the literal run)
+    first = merges.index(idle[0])
+
+    def decided(r):
+        return {k: v for k, v in r.items() if k != "rehearsal_skipped"}
+
+    assert [decided(r) for r in rows[:first + 1]] == [decided(r) for r in merges[:first + 1]]
+
+
 def test_fixed_interval_merges_every_s_init_steps(tmp_path):
     out, _ = _run(tmp_path, "fixed_interval", s_init=3)
     merges = _rows(out / "merge_trace.csv")

@@ -106,6 +106,9 @@ class MethodConfig(_Section):
     use_forgetting_signal: bool = True
     fixed_alphas: Optional[tuple[float, float]] = None
     importance_fusion: bool = False      # "+IFM": element-wise importance weights
+    # alpha_past == 0 discards the rehearsal's result: skip its steps (the rehearsal AdamW then
+    # sees fewer steps, which changes later merges of the task a little); False runs them all
+    skip_idle_rehearsal: bool = True
     variant: Literal["paper", "reference_code"] = "paper"
     # baselines
     ewc_lambda: float = Field(default=5000.0, ge=0)

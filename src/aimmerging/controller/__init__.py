@@ -85,6 +85,11 @@ submodules):
   ``RuntimeError`` unless the previous ``observe()`` returned True, and
   ``ValueError`` for a NaN, infinite or negative ``l1``.
 * ``plan.threshold`` is the threshold in force at the merge (before the reset).
+* ``plan.skip_rehearsal`` is True when ``alpha_past == 0``: the fusion then ignores
+  tau_past and the trainer may skip the rehearsal (``method.skip_idle_rehearsal``,
+  on by default; the rehearsal AdamW then sees fewer steps in the task).
+* Steps after a task's last merge are not fused: the task ends with the parameters
+  as trained.
 * Config errors raise :class:`ControllerConfigError`, a subclass of both
   ``ValueError`` and :class:`aimmerging.errors.ConfigError`; its message starts
   with ``ControllerConfig.<field>``.

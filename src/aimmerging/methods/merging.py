@@ -79,7 +79,8 @@ class MergingMethod(Method):
         plan = self.controller.on_merge(l1)
         theta_new = snapshot(net)
         rehearsal_before = tr.timing["rehearsal_seconds"]
-        skipped = plan.skip_rehearsal and not self.importance_fusion
+        skipped = (plan.skip_rehearsal and self.cfg.skip_idle_rehearsal
+                   and not self.importance_fusion)
         if skipped:
             tr.counters["rehearsal_steps_skipped"] += plan.rehearsal_steps
         else:
