@@ -67,6 +67,9 @@ def make_config(overrides: Iterable[str] = (), raw: Optional[dict] = None):
     from aimmerging.config import apply_overrides, build_config
 
     raw = cpu_small_raw() if raw is None else raw
+    overrides = list(overrides)
+    if any(o.startswith("data.tasks=") for o in overrides):
+        overrides = ["data.order=null", *overrides]   # the tasks replace cpu_small's order
     raw = apply_overrides(raw, [f"data.dir={long_sequence_dir()}", *overrides])
     return build_config(raw, "benchmark config")
 

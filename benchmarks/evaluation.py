@@ -52,7 +52,7 @@ def one_by_one(model, encoder, inputs, max_new_tokens: int) -> list[str]:
     model.eval()
     out = []
     for ids in encoder.encode_prompts(list(inputs)):
-        x = torch.tensor([ids])
+        x = torch.tensor([ids], device=next(model.parameters()).device)
         y = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                            do_sample=False, num_beams=1, pad_token_id=encoder.pad_id,
                            eos_token_id=encoder.eos_id)
@@ -123,6 +123,8 @@ def run(quick: bool, output: Path) -> dict:
     torch.manual_seed(42)
     bb = load_backbone(s["model"])
     model = add_lora(bb, 8, 32, 0.05)
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # the GPU figure, when one is lent
+    model.to(device)
     enc = Encoder(bb.tokenizer, bb.is_seq2seq, s["max_input_tokens"], 16)
     tasks = {t: [ex.input for ex in
                  load_task_data(long_sequence_dir(), t, 1, s["n_test"], 42, "test").test]
@@ -138,7 +140,9 @@ def run(quick: bool, output: Path) -> dict:
         other["load_average_1min_before_after"] = [load0, os.getloadavg()[0]]
     n = main["examples"]
     figures = {"mode": "quick" if quick else "full",
-               "settings": {**s, "torch_threads": n_threads, "examples": n}, **main}
+               "settings": {**s, "torch_threads": n_threads, "examples": n, "device": device,
+                            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"},
+               **main}
     targets = {"speedup_ratio": target(main["speedup_ratio"], ">=", 2.0),
                "identical_predictions_ratio": target(main["identical_predictions_ratio"], ">=", 1.0)}
     extra = ""

@@ -14,6 +14,10 @@ AIMMerging's training time comes from the loop's own timers:
 Then, on the trained model, the history loss is timed at memory batches of 8, 4, 2
 and 1 and its sampling noise (standard deviation over independent draws at fixed
 parameters) is reported for each: a smaller memory batch is cheaper but noisier.
+Last, a few rehearsal steps are timed apart (``rehearsal_probe``): in a short run
+every merge may come at the deferral limit with no forgetting activation, hence
+alpha_past = 0 and no rehearsal step at all, so the timed run alone says nothing of
+their cost.
 
 Targets (issue "Performance"): monitoring <= 10% of the main step time, merges <= 1%
 of it, and the training time <= 1.05x its main plus rehearsal steps counted at
@@ -39,11 +43,11 @@ HISTORY_BATCH_SIZES = (8, 4, 2, 1)
 def settings(quick: bool) -> dict:
     if quick:
         return {"model": QUICK_MODEL, "tasks": ["dbpedia", "amazon", "yahoo"], "steps": 30,
-                "n_train": 240, "repeats": 3, "draws": 30}
+                "n_train": 240, "repeats": 3, "draws": 30, "probe_steps": 5}
     steps = int(os.environ.get("AIMMERGING_BENCH_OVERHEAD_STEPS", "30"))
     ntask = int(os.environ.get("AIMMERGING_BENCH_OVERHEAD_TASKS", "2"))
     return {"model": FULL_MODEL, "tasks": ["dbpedia", "amazon", "yahoo", "agnews"][:ntask],
-            "steps": steps, "n_train": 200, "repeats": 1, "draws": 8}
+            "steps": steps, "n_train": 200, "repeats": 1, "draws": 8, "probe_steps": 3}
 
 
 def _config(s: dict, method: str):
@@ -144,6 +148,18 @@ def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
     return out
 
 
+def rehearsal_probe(trainer, n_steps: int, step_seconds: float) -> dict:
+    """Seconds per rehearsal step (median of ``n_steps`` single steps) and its ratio to a main step."""
+    times = []
+    for i in range(n_steps):
+        t0 = time.perf_counter()
+        trainer.rehearse(1, ("probe", i))
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    return {"steps": n_steps, "seconds_per_step": sec,
+            "rehearsal_step_to_main_step_ratio": sec / step_seconds}
+
+
 def run(quick: bool, output: Path) -> dict:
     with threads(quick) as n_threads:
         return _run(quick, output, n_threads)
@@ -154,7 +170,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
 
     s = settings(quick)
     per = {"replay": [], "aimmerging": []}
-    sweep = None
+    sweep = probe = None
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         tasks = load_tasks(_config(s, "replay"))
         for r in range(s["repeats"]):
@@ -166,6 +182,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
                 if method == "aimmerging" and r == s["repeats"] - 1:
                     step = median(f["seconds_per_step"] for f in per["aimmerging"])
                     sweep = history_sweep(res["trainer"], s["draws"], step)
+                    probe = rehearsal_probe(res["trainer"], s["probe_steps"], step)
                 del res
     ratios_each = [_ratios(a, b) for a, b in zip(per["aimmerging"], per["replay"])]
     ratios = {k: median(r[k] for r in ratios_each) for k in ratios_each[0]}
@@ -180,7 +197,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
                f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}), "
                f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "
-               f"{aim['rehearsal_steps_skipped']:.0f} skipped at alpha_past=0), merges "
+               f"{aim['rehearsal_steps_skipped']:.0f} skipped at alpha_past=0; one rehearsal step "
+               f"{probe['rehearsal_step_to_main_step_ratio']:.2f}x a main step), merges "
                f"{ratios['merge_to_main_ratio']:.2%} of main-step time; run "
                f"{ratios['run_to_step_budget_ratio']:.3f}x its steps at LoRAReplay's step time; "
                f"{verdict(targets)}")
@@ -188,7 +206,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb,
                                                          "torch_threads": n_threads},
         "ratios": ratios, "targets": targets, "aimmerging": aim, "replay": agg["replay"],
-        "history_batch_sweep": sweep, "repeats_ratios": ratios_each, "summary": summary,
+        "history_batch_sweep": sweep, "rehearsal_probe": probe, "repeats_ratios": ratios_each,
+        "summary": summary,
     }
     if any(math.isnan(v) for v in ratios.values()):
         figures["note"] = "some ratios are undefined (no monitored step or no merge)"
