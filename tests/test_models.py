@@ -25,3 +25,29 @@ def test_other_quantization_configs_are_kept(tmp_path, monkeypatch):
     (folder / "config.json").write_text(json.dumps(config))
     resolve_model_path("smollm2-135m")
     assert json.loads((folder / "config.json").read_text()) == config
+
+
+def test_bfloat16_backbone_trains_a_float32_adapter(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from aimmerging.config import build_config
+    from aimmerging.runner import run
+
+    cfg = build_config({
+        "seed": 1, "data": {"dir": None, "tasks": ["demo_sentiment", "demo_topic"], "n_train": 8,
+                            "n_test": 4, "max_input_tokens": 48, "max_target_tokens": 4},
+        "model": {"name": "tiny-llama", "dtype": "bfloat16"},
+        "method": {"name": "aimmerging", "memory_size": 4, "s_init": 2},
+        "train": {"epochs": 1, "batch_size": 4}, "eval": {"max_new_tokens": 2}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = run(cfg, tmp_path / "run", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["counters"]["train_steps"] == 4
+    adapter = next((tmp_path / "run" / "adapters").glob("stage02*/adapter_model.safetensors"))
+    tensors = load_file(adapter)
+    assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
+    assert all(torch.isfinite(t).all() for t in tensors.values())

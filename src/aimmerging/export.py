@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
 
 from .errors import ConfigError
@@ -37,7 +38,11 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
         raise ConfigError(f"{run_dir}: no config.yaml (not a run folder)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
-    backbone = load_backbone(cfg.get("model", {}).get("name", "tiny-llama"))
+    model_cfg = cfg.get("model", {})
+    dtype = model_cfg.get("dtype", "float32")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"{cfg_path}: model.dtype {dtype!r} is not float32, bfloat16 or float16")
+    backbone = load_backbone(model_cfg.get("name", "tiny-llama"), getattr(torch, dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     tmp = output.with_name(output.name + ".tmp")
     if tmp.exists():

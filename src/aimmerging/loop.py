@@ -67,7 +67,7 @@ class ContinualTrainer:
         self.world, self.rank = acc.num_processes, acc.process_index
         self.progress = progress and acc.is_main_process
         torch.manual_seed(cfg.seed)
-        backbone = load_backbone(cfg.model.name)
+        backbone = load_backbone(cfg.model.name, getattr(torch, cfg.model.dtype))
         torch.manual_seed(cfg.seed)
         net = add_lora(backbone, cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout,
                        cfg.model.target_modules)
