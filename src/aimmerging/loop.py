@@ -301,12 +301,12 @@ class ContinualTrainer:
             last = i == len(group) - 1
             sync = acc.no_sync(self.model) if (not last and self.world > 1) else nullcontext()
             with sync:
-                loss = self.loss_on(local)
+                loss = self.loss_on(local)       # logged: the task loss alone (EWC's penalty apart)
                 extra = self.method.extra_loss(self.net)
-                if extra is not None:
-                    loss = loss + extra
-                acc.backward(loss / len(group))
+                acc.backward((loss if extra is None else loss + extra) / len(group))
             total_loss += float(loss.detach())
+            if extra is not None and not torch.isfinite(extra):   # stops the run like a NaN loss
+                total_loss = float("nan")
         if tc.max_grad_norm:
             acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
         self.method.on_gradients(self.net, "new")
