@@ -71,6 +71,11 @@ def test_table_has_one_row_per_method(compared: Path) -> None:
         assert f"| {m} |" in md
         metrics = json.loads((compared / m / "metrics.json").read_text())
         assert metrics["fwt"] is not None                  # a0 came from the single_task run
+        # each method's accuracy matrix, its last column as in metrics.json
+        section = md.split(f"### {m}\n", 1)[1].split("###", 1)[0]
+        last = [row[-1] for row in metrics["accuracy_matrix"]]
+        assert [line.rstrip(" |").rsplit("| ", 1)[1] for line in section.splitlines()
+                if line.startswith("| ") and not line.startswith("| task")] == [f"{v:.1f}" for v in last]
     assert (compared / "single_task" / "metrics.json").is_file()
     # the history loss is logged for the plots also where the method does not use it
     sig = (compared / "fixed_interval" / "signals.csv").read_text().splitlines()

@@ -261,8 +261,21 @@ def _cell(value, best: Optional[float], digits: int = 2) -> str:
     return f"**{text}**" if best is not None and value == best else text
 
 
-def markdown_table(rows: list[dict], meta: dict) -> str:
-    """The comparison as markdown: the paper's table 2 columns plus table 6's time."""
+def matrix_markdown(method: str, tasks: Sequence[str], matrix: Sequence[Sequence]) -> list[str]:
+    """Lines of a markdown accuracy matrix (rows: task; columns: after training on; percent)."""
+    lines = [f"### {method}", "", "| task | " + " | ".join(f"after {t}" for t in tasks) + " |",
+             "|---|" + "---:|" * len(tasks)]
+    for t, row in zip(tasks, matrix):
+        cells = ["" if v is None else f"{v:.1f}" for v in row]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def markdown_table(rows: list[dict], meta: dict, matrices: Optional[dict] = None) -> str:
+    """The comparison as markdown: the paper's table 2 columns plus table 6's time.
+
+    ``matrices`` (method -> (tasks, accuracy matrix)) adds each method's matrix below.
+    """
     best = {}
     for col in ("OP", "FWT", "BWT"):
         vals = [r[col] for r in rows if r.get(col) is not None]
@@ -292,15 +305,25 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
               "history loss, the time spent measuring it for the plots only is left out). "
               "Merges counts every merge; effective merges are those with alpha_past > 0 "
               "(the rehearsed knowledge was fused in).", ""]
+    if matrices:
+        lines += ["## Accuracy matrices (percent; rows: task, columns: after training on)", ""]
+        for method, (m_tasks, matrix) in matrices.items():
+            lines += matrix_markdown(method, m_tasks, matrix)
     return "\n".join(lines)
 
 
 def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
     """Write comparison.csv, comparison.json and comparison.md (atomically)."""
     d = Path(directory)
+    matrices = {}
+    for r in rows:
+        path = d / r["method"] / "metrics.json"
+        m = _read_json(path) if path.is_file() else {}
+        if m.get("tasks") and m.get("accuracy_matrix"):
+            matrices[r["method"]] = (m["tasks"], m["accuracy_matrix"])
     return [atomic_write_text(d / "comparison.csv", _csv_text(rows)),
             atomic_write_json(d / "comparison.json", {**meta, "rows": rows}),
-            atomic_write_text(d / "comparison.md", markdown_table(rows, meta))]
+            atomic_write_text(d / "comparison.md", markdown_table(rows, meta, matrices))]
 
 
 # --- command line ------------------------------------------------------------------------
