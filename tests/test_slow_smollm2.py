@@ -32,3 +32,36 @@ def test_smollm2_loads_trains_and_generates():
     assert losses[-1] < losses[0]
     preds = generate(net, enc, [ex[0].input], max_new_tokens=3)
     assert isinstance(preds[0], str) and preds[0]
+
+
+def test_smollm2_answer_only_loss_and_shared_prefix_generation_match():
+    from aimmerging.losses import batch_loss
+
+    torch.manual_seed(0)
+    bb = load_backbone("smollm2-135m")
+    net = add_lora(bb, dropout=0.0)
+    for n, p in net.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    enc = Encoder(bb.tokenizer, False, max_input_tokens=128)
+    definition = "Definition: classify the topic of the text into Company, Artist, Athlete, Film. "
+    texts = ["Apple makes phones.", "Messi scored twice in the final.", "Titanic won eleven Oscars.",
+             "Monet painted water lilies for years."]
+    ex = [Example(str(i), definition + t + "\nAnswer:", a)
+          for i, (t, a) in enumerate(zip(texts, ["Company", "Athlete", "Film", "Artist"]))]
+    batch = enc.train_batch(ex)
+    net.zero_grad()
+    ref = net(**batch).loss
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in net.parameters() if p.requires_grad]
+    net.zero_grad()
+    got = batch_loss(net, batch, is_seq2seq=False)
+    got.backward()
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(ref_grads, [p.grad for p in net.parameters() if p.requires_grad]):
+        torch.testing.assert_close(b, a)
+    inputs = [e.input for e in ex]
+    shared = generate(net, enc, inputs, batch_size=4, max_new_tokens=4)
+    single = [generate(net, enc, [x], batch_size=1, max_new_tokens=4, share_prefix=False)[0]
+              for x in inputs]
+    assert shared == single
