@@ -139,3 +139,20 @@ def test_train_seconds_leaves_out_monitoring_only_for_plots(tmp_path: Path) -> N
     md = markdown_table([table_row(tmp_path / "replay")], {"config": "x.yaml", "seed": 1,
                                                            "tasks": ["a", "b"]})
     assert "| replay | 50.00 | - | -1.00 | 7.0 | 2 | 1 |" in md
+
+
+def test_reused_run_warns_only_for_settings_that_change_training(tmp_path: Path, capsys) -> None:
+    from aimmerging.compare import _check_same_config
+    from aimmerging.config import dump_config, load_config
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    run = tmp_path / "aimmerging"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(smoke)))
+    asked = load_config(smoke, ["method.log_history_loss=true"])
+    asked = asked.model_copy(update={"single_task_scores": {"dbpedia": 60.0}})
+    _check_same_config(asked, run, progress=True)
+    assert "warning" not in capsys.readouterr().err
+    _check_same_config(load_config(smoke, ["train.epochs=9"]), run, progress=True)
+    err = capsys.readouterr().err
+    assert "warning" in err and "train.epochs" in err

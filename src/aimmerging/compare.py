@@ -98,10 +98,26 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> dict:
 
 
 def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
+    """Warn when the run folder's config differs from ``cfg`` in a key that changes training.
+
+    Keys a resume may change (logging, FWT's a0 scores: ``runner.RESUME_MAY_CHANGE``) are ignored.
+    """
+    import yaml
+
+    from .runner import _first_difference
+
     path = run_dir / "config.yaml"
-    if path.is_file() and path.read_text(encoding="utf-8") != dump_config(cfg):
-        _say(f"warning: {path} differs from the config asked for now; the folder is kept as it "
-             f"is (delete it to run again)", True)
+    if not path.is_file():
+        return
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        old = None
+    diff = _first_difference(old if isinstance(old, dict) else {}, cfg.model_dump(mode="json"))
+    if diff is not None:
+        key, then, now = diff
+        _say(f"warning: {path} has {key}={then!r}, not {now!r} as asked for now; the folder is "
+             f"kept as it is (delete it to run again)", True)
 
 
 def _free_memory() -> None:
