@@ -53,3 +53,21 @@ def test_resume_accepts_logging_and_fwt_changes_only(tmp_path):
     other = load_config(CONFIGS / "smoke.yaml", ["train.epochs=7"])
     with pytest.raises(ConfigError, match="train.epochs"):
         check_run_dir(run, other, resume=True, overwrite=False)
+
+
+def test_a_run_saved_before_a_new_key_resumes_at_its_default(tmp_path):
+    import yaml
+
+    from aimmerging.config import dump_config
+    from aimmerging.runner import check_run_dir, config_difference
+
+    cfg = load_config(CONFIGS / "smoke.yaml")
+    old = yaml.safe_load(dump_config(cfg))
+    del old["model"]["dtype"], old["method"]["skip_idle_rehearsal"]   # keys added later
+    assert config_difference(old, cfg) is None
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    check_run_dir(run, cfg, resume=True, overwrite=False)
+    changed = load_config(CONFIGS / "smoke.yaml", ["model.dtype=bfloat16"])
+    assert config_difference(old, changed)[0] == "model.dtype"

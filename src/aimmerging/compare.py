@@ -104,7 +104,7 @@ def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
     """
     import yaml
 
-    from .runner import _first_difference
+    from .runner import config_difference
 
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -113,7 +113,7 @@ def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         old = None
-    diff = _first_difference(old if isinstance(old, dict) else {}, cfg.model_dump(mode="json"))
+    diff = config_difference(old, cfg)
     if diff is not None:
         key, then, now = diff
         _say(f"warning: {path} has {key}={then!r}, not {now!r} as asked for now; the folder is "

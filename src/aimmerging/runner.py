@@ -122,7 +122,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
             old = yaml.safe_load(saved.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError):
             raise ConfigError(f"--resume: {saved} is not valid YAML") from None
-        diff = _first_difference(old if isinstance(old, dict) else {}, cfg.model_dump(mode="json"))
+        diff = config_difference(old, cfg)
         if diff is not None:
             key, then, now = diff
             raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
@@ -134,6 +134,25 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
         state = ckpt.read_state(found)
         if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
             raise ConfigError(f"--resume: {found}/state.json is not a checkpoint state")
+
+
+def config_difference(old, cfg: RunConfig):
+    """The first (dotted key, saved value, value now) where a saved config differs from ``cfg``.
+
+    The saved config (a dict read from a run's ``config.yaml``) is validated first, so
+    that keys added to the config since the run was made count at their defaults, which
+    keep the earlier behaviour. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
+    """
+    from pydantic import ValidationError
+
+    from .config import build_config
+
+    saved = old if isinstance(old, dict) else {}
+    try:
+        saved = build_config(saved).model_dump(mode="json")
+    except (ValidationError, ConfigError, ValueError, TypeError):
+        pass
+    return _first_difference(saved, cfg.model_dump(mode="json"))
 
 
 def _first_difference(old: dict, new: dict, prefix: tuple = ()):
