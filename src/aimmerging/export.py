@@ -31,6 +31,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
     """Merge the adapter (``merge_and_unload``) and save model and tokenizer to ``output``."""
     from peft import PeftModel
 
+    from .config import build_config
     from .models import load_backbone
 
     cfg_path = run_dir / "config.yaml"
@@ -38,11 +39,8 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
         raise ConfigError(f"{run_dir}: no config.yaml (not a run folder)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
-    model_cfg = cfg.get("model", {})
-    dtype = model_cfg.get("dtype", "float32")
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"{cfg_path}: model.dtype {dtype!r} is not float32, bfloat16 or float16")
-    backbone = load_backbone(model_cfg.get("name", "tiny-llama"), getattr(torch, dtype))
+    model_cfg = build_config(cfg, str(cfg_path)).model    # validated; defaults for older runs
+    backbone = load_backbone(model_cfg.name, getattr(torch, model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     tmp = output.with_name(output.name + ".tmp")
     if tmp.exists():

@@ -105,9 +105,7 @@ class ContinualTrainer:
                           self.encoder.is_seq2seq)
 
     def _shard(self, examples: list) -> list:
-        if self.world == 1:
-            return examples
-        return examples[self.rank::self.world] or examples[:1]
+        return examples if self.world == 1 else (examples[self.rank::self.world] or examples[:1])
 
     def memory_batch(self, kind: str, key: tuple, batch_size: int) -> Optional[list]:
         """A memory batch drawn with a seed fixed by (seed, kind, key): the same on every rank.
