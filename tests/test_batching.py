@@ -91,8 +91,10 @@ def test_shared_prefix_length_leaves_one_token_per_prompt():
 def test_prefix_batch_puts_padding_between_prefix_and_rest():
     from aimmerging.evaluation import _prefix_batch
 
-    batch = _prefix_batch([[1, 2, 3, 4, 5], [1, 2, 6]], p_len=2, pad_id=0)
-    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, 0, 0, 6]]
+    enc = Encoder(build_byte_tokenizer(), is_seq2seq=False)
+    pad = enc.pad_id
+    batch = _prefix_batch(enc, [[1, 2, 3, 4, 5], [1, 2, 6]], p_len=2)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, pad, pad, 6]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 1]]
 
 

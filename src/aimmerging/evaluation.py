@@ -40,17 +40,15 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
-def _prefix_batch(prompts: list[list[int]], p_len: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """``[prefix | left padding | rest]`` rows and their attention mask ([B, L])."""
-    width = max(len(p) for p in prompts) - p_len
-    ids = torch.full((len(prompts), p_len + width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, :p_len] = torch.tensor(p[:p_len], dtype=torch.long)
-        mask[row, :p_len] = 1
-        ids[row, p_len + width - (len(p) - p_len):] = torch.tensor(p[p_len:], dtype=torch.long)
-        mask[row, p_len + width - (len(p) - p_len):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+def _prefix_batch(encoder: Encoder, prompts: list[list[int]], p_len: int) -> dict[str, torch.Tensor]:
+    """``[prefix | left padding | rest]`` rows and their attention mask ([B, L]).
+
+    The rests are padded by :meth:`Encoder.generation_batch`; the shared prefix goes in front.
+    """
+    rest = encoder.generation_batch([p[p_len:] for p in prompts])
+    prefix = torch.tensor(prompts[0][:p_len], dtype=torch.long).expand(len(prompts), p_len)
+    return {"input_ids": torch.cat([prefix, rest["input_ids"]], dim=1),
+            "attention_mask": torch.cat([torch.ones_like(prefix), rest["attention_mask"]], dim=1)}
 
 
 @torch.no_grad()
@@ -92,7 +90,7 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
             rows = [prompts[i] for i in idx]
             extra = {}
             if prefix_cache is not None:
-                batch = _prefix_batch(rows, p_len, encoder.pad_id)
+                batch = _prefix_batch(encoder, rows, p_len)
                 extra["cache"] = copy.deepcopy(prefix_cache)
                 extra["cache"].batch_repeat_interleave(len(idx))
             else:

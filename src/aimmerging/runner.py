@@ -143,14 +143,12 @@ def config_difference(old, cfg: RunConfig):
     that keys added to the config since the run was made count at their defaults, which
     keep the earlier behaviour. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
     """
-    from pydantic import ValidationError
-
     from .config import build_config
 
     saved = old if isinstance(old, dict) else {}
     try:
         saved = build_config(saved).model_dump(mode="json")
-    except (ValidationError, ConfigError, ValueError, TypeError):
+    except ConfigError:          # build_config's only error: compare the raw dict instead
         pass
     return _first_difference(saved, cfg.model_dump(mode="json"))
 
