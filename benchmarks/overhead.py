@@ -14,6 +14,8 @@ AIMMerging's training time comes from the loop's own timers:
 Then, on the trained model, the history loss is timed at memory batches of 8, 4, 2
 and 1 and its sampling noise (standard deviation over independent draws at fixed
 parameters) is reported for each: a smaller memory batch is cheaper but noisier.
+The run's own memory batch is also timed with and without shared-prefix passes
+(``prefix_sharing``: the history loss runs each task's instruction once, ``aimmerging.prefix``).
 Last, a few rehearsal steps are timed apart (``rehearsal_probe``): in a short run
 every merge may come at the deferral limit with no forgetting activation, hence
 alpha_past = 0 and no rehearsal step at all, so the timed run alone says nothing of
@@ -148,6 +150,36 @@ def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
     return out
 
 
+def prefix_probe(trainer, draws: int) -> dict:
+    """The history loss at the run's memory batch with and without shared-prefix passes.
+
+    Same draws, same parameters; ``plain_to_shared_ratio`` > 1 means sharing is faster, and
+    ``max_abs_loss_difference`` is the float rounding between the two (the same loss).
+    """
+    cfg = trainer.cfg.method
+    saved = cfg.history_share_prefix
+    out = {}
+    try:
+        for share in (False, True):
+            cfg.history_share_prefix = share
+            trainer.history_loss(("prefix", -1))                 # warm-up
+            times, losses = [], []
+            for i in range(draws):
+                t0 = time.perf_counter()
+                losses.append(trainer.history_loss(("prefix", i)))
+                times.append(time.perf_counter() - t0)
+            out["shared" if share else "plain"] = {"seconds_per_call": statistics.median(times),
+                                                   "losses": losses}
+    finally:
+        cfg.history_share_prefix = saved
+    plain, shared = out["plain"], out["shared"]
+    return {"plain_seconds_per_call": plain["seconds_per_call"],
+            "shared_seconds_per_call": shared["seconds_per_call"],
+            "plain_to_shared_ratio": plain["seconds_per_call"] / shared["seconds_per_call"],
+            "max_abs_loss_difference": max(abs(a - b) for a, b in zip(plain["losses"], shared["losses"])),
+            "draws": draws}
+
+
 def rehearsal_probe(trainer, n_steps: int, step_seconds: float) -> dict:
     """Seconds per rehearsal step (median of ``n_steps`` single steps) and its ratio to a main step."""
     times = []
@@ -170,7 +202,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
 
     s = settings(quick)
     per = {"replay": [], "aimmerging": []}
-    sweep = probe = None
+    sweep = probe = sharing = None
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         tasks = load_tasks(_config(s, "replay"))
         for r in range(s["repeats"]):
@@ -183,6 +215,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
                     step = median(f["seconds_per_step"] for f in per["aimmerging"])
                     sweep = history_sweep(res["trainer"], s["draws"], step)
                     probe = rehearsal_probe(res["trainer"], s["probe_steps"], step)
+                    sharing = prefix_probe(res["trainer"], s["draws"])
                 del res
     ratios_each = [_ratios(a, b) for a, b in zip(per["aimmerging"], per["replay"])]
     ratios = {k: median(r[k] for r in ratios_each) for k in ratios_each[0]}
@@ -195,7 +228,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
     }
     hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
-               f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}), "
+               f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}; "
+               f"prefix sharing {sharing['plain_to_shared_ratio']:.2f}x), "
                f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "
                f"{aim['rehearsal_steps_skipped']:.0f} skipped at alpha_past=0; one rehearsal step "
                f"{probe['rehearsal_step_to_main_step_ratio']:.2f}x a main step), merges "
@@ -206,7 +240,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb,
                                                          "torch_threads": n_threads},
         "ratios": ratios, "targets": targets, "aimmerging": aim, "replay": agg["replay"],
-        "history_batch_sweep": sweep, "rehearsal_probe": probe, "repeats_ratios": ratios_each,
+        "history_batch_sweep": sweep, "rehearsal_probe": probe, "prefix_sharing": sharing,
+        "repeats_ratios": ratios_each,
         "summary": summary,
     }
     if any(math.isnan(v) for v in ratios.values()):

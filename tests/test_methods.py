@@ -144,3 +144,22 @@ def test_reference_variant_rehearses_new_interval(tmp_path):
     out, _ = _run(tmp_path, "aimmerging_reference")
     for r in _rows(out / "merge_trace.csv"):
         assert r["rehearsal_steps"] == r["next_interval"]
+
+
+def test_history_loss_with_shared_prefixes_matches_the_plain_pass(tmp_path, monkeypatch):
+    import aimmerging.loop as loop
+
+    calls = []
+    inner = loop.grouped_loss
+    monkeypatch.setattr(loop, "grouped_loss", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    shared, _ = _run(tmp_path / "shared", "aimmerging")
+    assert calls                                   # the demo tasks' instructions are shared
+    n = len(calls)
+    plain, _ = _run(tmp_path / "plain", "aimmerging", history_share_prefix=False)
+    assert len(calls) == n
+    a, b = _rows(shared / "signals.csv"), _rows(plain / "signals.csv")
+    assert len(a) == len(b) and any(r["history_loss"] for r in a)
+    for x, y in zip(a, b):
+        if x["history_loss"]:
+            assert float(x["history_loss"]) == pytest.approx(float(y["history_loss"]), rel=1e-4)
+    assert _rows(shared / "merge_trace.csv") == _rows(plain / "merge_trace.csv")

@@ -97,6 +97,7 @@ class MethodConfig(_Section):
     memory_size: Optional[int] = Field(default=None, ge=1)   # per task; overrides memory_ratio
     history_batch_size: Optional[int] = Field(default=None, ge=1)  # None = train.batch_size
     log_history_loss: bool = False       # also measure the history loss where the method needs none
+    history_share_prefix: bool = True    # run a memory batch's shared task prefixes once (prefix.py)
     # merge controller (SPEC.md)
     s_init: int = Field(default=8, ge=1)
     window: int = Field(default=3, ge=1)

@@ -21,23 +21,9 @@ import torch
 
 from .batching import Encoder
 from .losses import accepts_logits_to_keep
+from .prefix import MIN_SHARED_PREFIX, shared_prefix_length
 
-MIN_SHARED_PREFIX = 8   # tokens; a shorter shared prefix is not worth a cache copy per batch
-
-
-def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix all ``prompts`` share, at most the shortest minus one.
-
-    At least one token of every prompt is left to prefill, so that ``generate`` has an
-    input to start from. Returns 0 for no prompts.
-    """
-    if not prompts:
-        return 0
-    first, n = prompts[0], min(len(p) for p in prompts) - 1
-    for i in range(max(n, 0)):
-        if any(p[i] != first[i] for p in prompts):
-            return i
-    return max(n, 0)
+__all__ = ["generate", "shared_prefix_length", "MIN_SHARED_PREFIX"]
 
 
 def _prefix_batch(encoder: Encoder, prompts: list[list[int]], p_len: int) -> dict[str, torch.Tensor]:

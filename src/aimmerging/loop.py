@@ -27,6 +27,7 @@ from .config import RunConfig, flat_config
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
+from .prefix import can_share_prefix, grouped_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
@@ -99,10 +100,12 @@ class ContinualTrainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
-    def loss_on(self, examples: list) -> torch.Tensor:
-        """Mean token loss of ``examples`` under the (wrapped) model; logits only where labelled."""
-        return batch_loss(self.model, self._to_device(self.encoder.train_batch(examples)),
-                          self.encoder.is_seq2seq)
+    def loss_on(self, examples: list, share_prefix: bool = False) -> torch.Tensor:
+        """Mean token loss of ``examples``; logits only where labelled; ``share_prefix``: :mod:`.prefix`."""
+        batch = self._to_device(self.encoder.train_batch(examples))
+        if share_prefix and not self.encoder.is_seq2seq and can_share_prefix(self.model):
+            return grouped_loss(self.model, batch)
+        return batch_loss(self.model, batch, self.encoder.is_seq2seq)
 
     def _shard(self, examples: list) -> list:
         return examples if self.world == 1 else (examples[self.rank::self.world] or examples[:1])
@@ -127,7 +130,7 @@ class ContinualTrainer:
         if examples is None:
             return float("nan")
         self.model.eval()
-        loss = self.loss_on(examples).detach()
+        loss = self.loss_on(examples, self.cfg.method.history_share_prefix).detach()
         self.model.train()
         if self.world > 1:
             loss = self.accelerator.reduce(loss.float(), "mean")

@@ -1,0 +1,212 @@
+"""Shared instruction prefixes: encode the tokens a group of sequences starts with once.
+
+Every example of a task starts with the same task definition (on Long Sequence a
+third to a half of the tokens: 57 of about 126 for dbpedia with SmolLM2's
+tokenizer). A memory batch draws its examples from a few past tasks, so most of
+its rows repeat one of a few prefixes. :func:`grouped_loss` runs each such prefix
+once (one row), copies its KV cache to the rows that share it, and runs only the
+rest of those rows on top; rows that share no prefix run as one plain batch. The
+loss is the same mean next-token cross-entropy as :func:`~aimmerging.losses.batch_loss`
+up to float rounding (tested), because every token attends to the same keys at the
+same positions (right padding: positions count from the start of the row).
+
+Used for the history loss (a no-gradient pass on a memory batch after every step,
+SPEC.md); measured by ``aimmerging bench --only overhead``. Causal LMs whose
+``forward`` takes ``cache`` and ``logits_to_keep`` only; others use the plain batch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .losses import IGNORE_INDEX, _forward_takes, _unwrap, labelled_positions
+
+MIN_SHARED_PREFIX = 8   # tokens; a shorter shared prefix is not worth a separate pass
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all ``prompts`` share, at most the shortest minus one.
+
+    At least one token of every prompt is left after the prefix. Returns 0 for no prompts.
+    """
+    if not prompts:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for i in range(max(n, 0)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
+def prefix_groups(seqs: Sequence[Sequence[int]], limits: Sequence[int],
+                  min_len: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+    """Partition rows into groups that each run one shared prefix, saving the most tokens.
+
+    Rows are sorted by their tokens, so rows that share a prefix are consecutive; the
+    sorted rows are cut into runs by dynamic programming. A run of ``g`` rows sharing
+    ``p`` tokens (capped by each row's ``limits[i]`` and at least ``min_len``) saves
+    ``(g - 1) * p`` token positions and costs about ``min_len`` for its extra pass; a
+    task's long instruction beats the chat template that all tasks share.
+    Args:
+        seqs: the token ids of each row, unpadded.
+        limits: the longest prefix each row may share (its first scored position).
+    Returns:
+        ``[(prefix_length, rows)]``, rows in ascending order; rows that share nothing
+        worth a pass form one last group with prefix length 0. Every row is in one group.
+    """
+    order = sorted(range(len(seqs)), key=lambda i: (list(seqs[i]), i))
+    n = len(order)
+
+    cap = [min(limits[r], len(seqs[r]) - 1) for r in order]
+    adjacent = [shared_prefix_length([seqs[order[i]], seqs[order[i + 1]]]) for i in range(n - 1)]
+    best = [0] * (n + 1)                          # best[j]: tokens saved by the first j rows
+    cut: list[Optional[tuple[int, int]]] = [None] * (n + 1)
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], None       # row j - 1 left alone
+        p = cap[j - 1]
+        for i in range(j - 2, -1, -1):            # a run of rows i .. j - 1 (two or more)
+            p = min(p, cap[i], adjacent[i])       # sorted rows: the run shares its adjacent minimum
+            if p < min_len:
+                break
+            gain = (j - 1 - i) * p - min_len
+            if best[i] + gain > best[j]:
+                best[j], cut[j] = best[i] + gain, (i, p)
+    groups, alone, j = [], [], n
+    while j > 0:
+        if cut[j] is None:
+            alone.append(order[j - 1])
+            j -= 1
+        else:
+            i, p = cut[j]
+            groups.append((p, sorted(order[i:j])))
+            j = i
+    groups.reverse()
+    if alone:
+        groups.append((0, sorted(alone)))
+    return groups
+
+
+def can_share_prefix(model) -> bool:
+    """Whether the (wrapped) model's ``forward`` takes a ``cache`` and ``logits_to_keep``."""
+    cls = type(_unwrap(model))
+    return _forward_takes(cls, "cache") and _forward_takes(cls, "logits_to_keep")
+
+
+def _summed_loss(model, ids, mask, labels, **extra) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy and label count of right-padded rows ``ids`` ([rows, width])."""
+    keep = labelled_positions(labels)
+    if keep.numel() == 0:
+        return ids.new_zeros((), dtype=torch.float32), 0
+    out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **extra)
+    logits = out.logits.float()                          # [rows, len(keep), vocab]
+    targets = labels[:, keep + 1]
+    count = int((targets != IGNORE_INDEX).sum())
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, count
+
+
+def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = rows[0].new_full((len(rows), width), value)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor, int]:
+    """The loss of the rows in ``groups`` ([(prefix_length, rows)]) in two passes.
+
+    Pass 1 runs every group's prefix, one row each (right-padded). Pass 2 runs the
+    rest of every row on top of its group's KV cache, with the prefix padding masked
+    and positions counted from the end of the row's own prefix.
+    """
+    p_max = max(p for p, _ in groups)
+    prefix_ids = _pad_rows([ids[rows[0], :p] for p, rows in groups], 0)
+    prefix_mask = _pad_rows([torch.ones(p, dtype=torch.long, device=ids.device) for p, _ in groups], 0)
+    cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
+                  logits_to_keep=1).cache
+    owner = [g for g, (_, rows) in enumerate(groups) for _ in rows]
+    members = [(p, r) for p, rows in groups for r in rows]
+    cache.reorder_cache(torch.tensor(owner, device=ids.device))      # one cache row per row
+    rest = _pad_rows([ids[r, p:lengths[r]] for p, r in members], 0)
+    rest_labels = _pad_rows([labels[r, p:lengths[r]] for p, r in members], IGNORE_INDEX)
+    rest_mask = _pad_rows([torch.ones(lengths[r] - p, dtype=torch.long, device=ids.device)
+                           for p, r in members], 0)
+    mask = torch.cat([prefix_mask[owner], rest_mask], dim=1)          # [rows, p_max + width]
+    positions = torch.tensor([p for p, _ in members], device=ids.device)[:, None] \
+        + torch.arange(rest.shape[1], device=ids.device)[None, :]
+    assert mask.shape[1] == p_max + rest.shape[1]
+    return _summed_loss(model, rest, mask, rest_labels, cache=cache, position_ids=positions,
+                        use_cache=True)
+
+
+CALL_COST = 24   # token positions: a forward pass's fixed cost (SmolLM2 on one CPU thread: ~65 ms)
+
+
+def _plan_cost(groups: list[tuple[int, list[int]]], lengths: list[int]) -> int:
+    """Token positions (padding included) that :func:`grouped_loss` runs for ``groups``."""
+    shared = [(p, r) for p, rows in groups if p for r in rows]
+    plain = [lengths[r] for p, rows in groups if not p for r in rows]
+    cost = 0
+    if shared:
+        prefixes = [p for p, _ in groups if p]
+        cost += len(prefixes) * max(prefixes) + len(shared) * max(lengths[r] - p for p, r in shared)
+        cost += 2 * CALL_COST
+    if plain:
+        cost += len(plain) * max(plain) + CALL_COST
+    return cost
+
+
+def _cheapest(groups: list[tuple[int, list[int]]], lengths: list[int]) -> list[tuple[int, list[int]]]:
+    """``groups`` with the shared groups whose padding costs more than they save made plain."""
+    while True:
+        shared = [g for g in groups if g[0]]
+        plain = [r for p, rows in groups if not p for r in rows]
+        best, best_cost = None, _plan_cost(groups, lengths)
+        for g in shared:
+            trial = [h for h in shared if h is not g] + [(0, sorted(plain + g[1]))]
+            cost = _plan_cost(trial, lengths)
+            if cost < best_cost:
+                best, best_cost = trial, cost
+        if best is None:
+            return groups
+        groups = best
+
+
+def grouped_loss(model, batch: dict, min_len: int = MIN_SHARED_PREFIX) -> torch.Tensor:
+    """Mean token cross-entropy of a right-padded causal-LM ``batch``, shared prefixes run once.
+
+    At most three forward passes: the shared prefixes (one row per group), the rest of
+    the rows that share one (on top of their group's KV cache), the rows that share none.
+    Args:
+        model: a causal LM (PEFT/Accelerate-wrapped or not) for which :func:`can_share_prefix`.
+        batch: ``input_ids``, ``attention_mask``, ``labels`` ([batch, length], right-padded,
+            labels -100 where not scored), on the model's device.
+        min_len: the shortest prefix worth sharing, in tokens.
+    Returns:
+        A 0-dim float tensor: the mean over labelled tokens, as ``batch_loss`` gives it up to
+        float rounding; NaN when no token is labelled. Differentiable (the prefix pass's
+        gradient sums over the rows that share it), although the loop uses it without one.
+    """
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    lengths = mask.sum(dim=1).tolist()
+    scored = labels[:, 1:] != IGNORE_INDEX
+    limits = [int(torch.nonzero(row)[0]) if bool(row.any()) else 0 for row in scored]
+    seqs = [ids[i, :lengths[i]].tolist() for i in range(ids.shape[0])]
+    groups = _cheapest(prefix_groups(seqs, limits, min_len), lengths)
+    shared = [(p, rows) for p, rows in groups if p]
+    parts = [_shared_rows_loss(model, ids, labels, lengths, shared)] if shared else []
+    for p, rows in groups:
+        if not p:
+            idx = torch.tensor(rows, device=ids.device)
+            width = max(lengths[r] for r in rows)
+            parts.append(_summed_loss(model, ids[idx, :width], mask[idx, :width],
+                                      labels[idx, :width], use_cache=False))
+    count = sum(n for _, n in parts)
+    if not count:
+        return ids.new_full((), float("nan"), dtype=torch.float32)
+    return sum(loss for loss, _ in parts) / count
