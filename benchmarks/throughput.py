@@ -7,6 +7,9 @@ batch size, schedule and number of steps, in the same batch order (see
 (the task's steps and their hooks) against ``Trainer``'s ``train_runtime``.
 In-task checkpoints are off on our side (``train.checkpoint_every=0``), as
 ``save_strategy="no"`` is on Trainer's. Target: ratio >= 1.0.
+
+For information, our loop also runs with ``train.share_prefix=true`` (each batch's shared
+task instruction run once, ``aimmerging.prefix``): ``shared_prefix_throughput_ratio``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ def settings(quick: bool) -> dict:
     return {"model": FULL_MODEL, "tasks": ["dbpedia"], "steps": steps, "batch_size": 8, "repeats": 1}
 
 
-def _ours(s: dict, run_dir: Path) -> dict:
-    cfg = make_config([f"model.name={s['model']}", "method.name=seq_lora",
+def _ours(s: dict, run_dir: Path, share_prefix: bool = False) -> dict:
+    cfg = make_config([f"train.share_prefix={str(share_prefix).lower()}", f"model.name={s['model']}", "method.name=seq_lora",
                        f"data.tasks=[{','.join(s['tasks'])}]",
                        f"data.n_train={s['steps'] * s['batch_size']}",
                        "data.n_test=1", "eval.max_new_tokens=1", "train.epochs=1",
@@ -59,29 +62,38 @@ def _theirs(s: dict, cfg) -> dict:
 def run(quick: bool, output: Path) -> dict:
     with threads(quick) as n_threads:
         s = settings(quick)
-        ours, theirs = [], []
+        ours, theirs, shared = [], [], []
         with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
             for r in range(s["repeats"]):
                 o = _ours(s, Path(tmp) / f"ours_{r}")
                 cfg = o.pop("cfg")
                 t = _theirs(s, cfg)
-                o["tokens_per_second"] = o["tokens"] / o["train_seconds"]
+                p = _ours(s, Path(tmp) / f"shared_{r}", share_prefix=True)
+                p.pop("cfg")
+                for side in (o, p):
+                    side["tokens_per_second"] = side["tokens"] / side["train_seconds"]
                 t["tokens_per_second"] = t["tokens"] / t["train_runtime"]
                 ours.append(o)
                 theirs.append(t)
+                shared.append(p)
     ratios = [o["tokens_per_second"] / t["tokens_per_second"] for o, t in zip(ours, theirs)]
     ratio = median(ratios)
     same_tokens = all(o["tokens"] == t["tokens"] for o, t in zip(ours, theirs))
     targets = {"throughput_ratio": target(ratio, ">=", 1.0)}
     o_tps = median(o["tokens_per_second"] for o in ours)
     t_tps = median(t["tokens_per_second"] for t in theirs)
+    p_tps = median(p["tokens_per_second"] for p in shared)
+    shared_ratio = median(p["tokens_per_second"] / t["tokens_per_second"]
+                          for p, t in zip(shared, theirs))
     summary = (f"throughput: seq_lora loop {o_tps:.0f} tokens/s vs Trainer+PEFT {t_tps:.0f} tokens/s "
                f"= {ratio:.2f}x ({s['steps']} steps of batch {s['batch_size']}, {s['model']}); "
-               f"{verdict(targets)}")
+               f"with train.share_prefix {p_tps:.0f} tokens/s = {shared_ratio:.2f}x; {verdict(targets)}")
     figures = {"mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads},
                "throughput_ratio": ratio, "repeats_throughput_ratios": ratios,
                "ours_tokens_per_second": o_tps, "trainer_tokens_per_second": t_tps,
                "same_tokens_both_sides": same_tokens, "ours": ours, "trainer": theirs,
+               "shared_prefix_throughput_ratio": shared_ratio,
+               "ours_shared_prefix_tokens_per_second": p_tps, "ours_shared_prefix": shared,
                "targets": targets, "summary": summary}
     write_result(output, NAME, figures)
     return figures

@@ -61,3 +61,14 @@ def test_quick_evaluation_benchmark_writes_ratios(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["mode"] == "quick"
     assert "speedup_ratio" in summary["benchmarks"]["evaluation"]["ratios"]
+
+
+def test_summary_keeps_the_entries_of_benchmarks_not_rerun(tmp_path):
+    path = tmp_path / "summary.json"
+    assert bench._previous_entries(path, "full") == {}                     # no file yet
+    path.write_text(json.dumps({"mode": "full", "benchmarks": {"memory": {"summary": "m"}}}))
+    assert bench._previous_entries(path, "full") == {"memory": {"summary": "m"}}
+    assert bench._previous_entries(path, "quick") == {}                    # another mode
+    for bad in ("[1, 2]", "{not json", json.dumps({"mode": "full", "benchmarks": [1]})):
+        path.write_text(bad)
+        assert bench._previous_entries(path, "full") == {}

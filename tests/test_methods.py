@@ -163,3 +163,28 @@ def test_history_loss_with_shared_prefixes_matches_the_plain_pass(tmp_path, monk
         if x["history_loss"]:
             assert float(x["history_loss"]) == pytest.approx(float(y["history_loss"]), rel=1e-4)
     assert _rows(shared / "merge_trace.csv") == _rows(plain / "merge_trace.csv")
+
+
+def test_training_with_shared_prefixes_follows_the_plain_run_without_dropout(tmp_path, monkeypatch):
+    import aimmerging.loop as loop
+
+    calls = []
+    inner = loop.grouped_loss
+    monkeypatch.setattr(loop, "grouped_loss",
+                        lambda *a, **k: calls.append(torch.is_grad_enabled()) or inner(*a, **k))
+    runs = {}
+    for share in (True, False):
+        raw = json.loads(json.dumps(BASE))
+        raw["method"].update({"name": "aimmerging", "history_share_prefix": share})
+        raw["model"]["lora_dropout"] = 0.0
+        raw["train"]["share_prefix"] = share
+        runs[share] = tmp_path / str(share)
+        run(build_config(raw), runs[share], progress=False)
+        if share:
+            assert any(calls) and not all(calls)   # main/rehearsal steps and the history loss
+            n = len(calls)
+    assert len(calls) == n                           # off: the plain batch everywhere
+    a, b = _rows(runs[True] / "signals.csv"), _rows(runs[False] / "signals.csv")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-3, abs=1e-4)

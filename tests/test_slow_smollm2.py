@@ -65,3 +65,35 @@ def test_smollm2_answer_only_loss_and_shared_prefix_generation_match():
     single = [generate(net, enc, [x], batch_size=1, max_new_tokens=4, share_prefix=False)[0]
               for x in inputs]
     assert shared == single
+
+
+def test_smollm2_shared_prefix_loss_matches_the_plain_batch():
+    """Two tasks' instructions after the chat template all rows share: grouped as the tasks."""
+    from aimmerging.losses import batch_loss
+    from aimmerging.prefix import grouped_loss
+
+    torch.manual_seed(0)
+    bb = load_backbone("smollm2-135m")
+    net = add_lora(bb, dropout=0.0)
+    for n, p in net.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.02)
+    enc = Encoder(bb.tokenizer, False, max_input_tokens=128)
+    topic = "Definition: classify the topic of the text into Company, Artist, Athlete, Film. Text: "
+    mood = "Definition: is the sentiment of this product review positive or negative? Review: "
+    ex = [Example("t", topic + "Apple makes phones.\nAnswer:", "Company"),
+          Example("m", mood + "Broke after two days.\nAnswer:", "negative"),
+          Example("t", topic + "Messi scored twice in the final.\nAnswer:", "Athlete"),
+          Example("m", mood + "Great sound, long battery life.\nAnswer:", "positive"),
+          Example("t", topic + "Monet painted water lilies for years.\nAnswer:", "Artist")]
+    batch = enc.train_batch(ex)
+    net.eval()
+    passes = []
+    embed = net.get_base_model().get_input_embeddings()
+    with torch.no_grad():
+        plain = batch_loss(net, batch, is_seq2seq=False)
+        handle = embed.register_forward_hook(lambda m, a, out: passes.append(tuple(a[0].shape)))
+        shared = grouped_loss(net, batch)
+        handle.remove()
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+    assert len(passes) == 2 and passes[0][0] == 2      # two prefixes, then the five rows on top

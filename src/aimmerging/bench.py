@@ -7,7 +7,8 @@
 Each benchmark module (``benchmarks/<name>.py``) has ``run(quick, output) -> dict``:
 it writes ``<name>.json`` (every ratio under a key containing ``ratio``) into the
 output folder and returns its figures with a one-line ``summary``, printed here.
-A combined ``summary.json`` is written at the end. The folder is found in the
+A combined ``summary.json`` is written at the end; it keeps the entries (with their
+dates) of the benchmarks that this call did not re-run, in the same mode. The folder is found in the
 current directory, then next to the package's source tree (an editable install),
 or at ``$AIMMERGING_BENCHMARKS``.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
+from .io import atomic_write_text
 
 BENCHMARKS = ("overhead", "throughput", "evaluation", "scaling", "memory")
 PACKAGE = "aimmerging_benchmarks"
@@ -67,6 +69,16 @@ def _parse_only(value: Optional[str]) -> list[str]:
     return names
 
 
+def _previous_entries(path: Path, mode: str) -> dict:
+    """The entries of an existing ``summary.json`` of the same mode (kept for benchmarks not re-run)."""
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = previous.get("benchmarks") if isinstance(previous, dict) else None
+    return dict(entries) if isinstance(entries, dict) and previous.get("mode") == mode else {}
+
+
 def cmd_bench(args) -> int:
     names = _parse_only(args.only)
     folder = find_benchmarks_dir()
@@ -74,7 +86,7 @@ def cmd_bench(args) -> int:
     output = Path(args.output) if args.output else folder / "results" / mode
     output.mkdir(parents=True, exist_ok=True)
     print(f"aimmerging bench ({mode}): {', '.join(names)} -> {output}", flush=True)
-    combined: dict = {"mode": mode, "benchmarks": {}}
+    combined: dict = {"mode": mode, "benchmarks": _previous_entries(output / "summary.json", mode)}
     failed = []
     t_all = time.perf_counter()
     for name in names:
@@ -91,11 +103,12 @@ def cmd_bench(args) -> int:
         print(f"{figures.get('summary', name)} [{spent:.0f} s]", flush=True)
         combined["benchmarks"][name] = {
             "summary": figures.get("summary"), "seconds": round(spent, 1),
+            "measured_on": time.strftime("%Y-%m-%d"),
             "ratios": _ratios(figures), "targets": figures.get("targets", {})}
         if "machine" in figures:
             combined["machine"] = figures["machine"]
     combined["seconds"] = round(time.perf_counter() - t_all, 1)
-    (output / "summary.json").write_text(json.dumps(combined, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(output / "summary.json", json.dumps(combined, indent=2) + "\n")
     print(f"done in {combined['seconds']:.0f} s; figures in {output}", flush=True)
     return 1 if failed else 0
 

@@ -66,6 +66,9 @@ class ContinualTrainer:
                                       project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
+        # several forward passes before one backward would trip DDP and gradient checkpointing
+        self.share_prefix_in_training = (cfg.train.share_prefix and self.world == 1
+                                         and not cfg.model.gradient_checkpointing)
         self.progress = progress and acc.is_main_process
         torch.manual_seed(cfg.seed)
         backbone = load_backbone(cfg.model.name, getattr(torch, cfg.model.dtype))
@@ -100,9 +103,11 @@ class ContinualTrainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
-    def loss_on(self, examples: list, share_prefix: bool = False) -> torch.Tensor:
-        """Mean token loss of ``examples``; logits only where labelled; ``share_prefix``: :mod:`.prefix`."""
+    def loss_on(self, examples: list, share_prefix: Optional[bool] = None) -> torch.Tensor:
+        """Mean token loss of ``examples``; logits only where labelled; ``share_prefix``: :mod:`.prefix`
+        (default: ``train.share_prefix`` on one process without gradient checkpointing)."""
         batch = self._to_device(self.encoder.train_batch(examples))
+        share_prefix = self.share_prefix_in_training if share_prefix is None else share_prefix
         if share_prefix and not self.encoder.is_seq2seq and can_share_prefix(self.model):
             return grouped_loss(self.model, batch)
         return batch_loss(self.model, batch, self.encoder.is_seq2seq)
@@ -206,9 +211,7 @@ class ContinualTrainer:
         batches = math.ceil(n / (tc.batch_size * self.world))
         per_epoch = math.ceil(batches / tc.grad_accum)
         total = per_epoch * tc.epochs
-        if tc.max_steps_per_task:
-            total = min(total, tc.max_steps_per_task)
-        return per_epoch, total
+        return per_epoch, min(total, tc.max_steps_per_task or total)
 
     def _train_stage(self, stage: Stage, start_step: int) -> None:
         from tqdm.auto import tqdm
@@ -287,12 +290,9 @@ class ContinualTrainer:
         self.timing["train_seconds"] += time.perf_counter() - mark
 
     def _postfix(self) -> dict:
-        s = self.signal
-        out = {"loss": f"{s['train_loss']:.3f}"}
-        if s.get("interval") is not None:
-            out["S"] = s["interval"]
-        out["merges"] = len(self.writer.traces.merges)
-        return out
+        s, merges = self.signal, len(self.writer.traces.merges)
+        interval = {} if s.get("interval") is None else {"S": s["interval"]}
+        return {"loss": f"{s['train_loss']:.3f}", **interval, "merges": merges}
 
     def _optimizer_step(self, group: list[list[int]], examples: list, sched) -> float:
         acc, tc = self.accelerator, self.cfg.train

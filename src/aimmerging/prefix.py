@@ -124,7 +124,6 @@ def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor
     rest of every row on top of its group's KV cache, with the prefix padding masked
     and positions counted from the end of the row's own prefix.
     """
-    p_max = max(p for p, _ in groups)
     prefix_ids = _pad_rows([ids[rows[0], :p] for p, rows in groups], 0)
     prefix_mask = _pad_rows([torch.ones(p, dtype=torch.long, device=ids.device) for p, _ in groups], 0)
     cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
@@ -136,10 +135,9 @@ def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor
     rest_labels = _pad_rows([labels[r, p:lengths[r]] for p, r in members], IGNORE_INDEX)
     rest_mask = _pad_rows([torch.ones(lengths[r] - p, dtype=torch.long, device=ids.device)
                            for p, r in members], 0)
-    mask = torch.cat([prefix_mask[owner], rest_mask], dim=1)          # [rows, p_max + width]
+    mask = torch.cat([prefix_mask[owner], rest_mask], dim=1)          # [rows, longest prefix + width]
     positions = torch.tensor([p for p, _ in members], device=ids.device)[:, None] \
         + torch.arange(rest.shape[1], device=ids.device)[None, :]
-    assert mask.shape[1] == p_max + rest.shape[1]
     return _summed_loss(model, rest, mask, rest_labels, cache=cache, position_ids=positions,
                         use_cache=True)
 
