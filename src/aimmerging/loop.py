@@ -109,18 +109,16 @@ class ContinualTrainer:
         batch = self._to_device(self.encoder.train_batch(examples))
         share_prefix = self.share_prefix_in_training if share_prefix is None else share_prefix
         if share_prefix and not self.encoder.is_seq2seq and can_share_prefix(self.model):
-            return grouped_loss(self.model, batch)
+            # ranks may group differently: their passes must not be DDP collectives (no grad here)
+            return grouped_loss(self.model if self.world == 1 else self.net, batch)
         return batch_loss(self.model, batch, self.encoder.is_seq2seq)
 
     def _shard(self, examples: list) -> list:
         return examples if self.world == 1 else (examples[self.rank::self.world] or examples[:1])
 
     def memory_batch(self, kind: str, key: tuple, batch_size: int) -> Optional[list]:
-        """A memory batch drawn with a seed fixed by (seed, kind, key): the same on every rank.
-
-        The global batch holds ``batch_size * world`` examples; each rank takes its shard.
-        Returns None when the memory is empty.
-        """
+        """A memory batch seeded by (seed, kind, key), the same on every rank: ``batch_size * world``
+        examples, of which each rank takes its shard; None when the memory is empty."""
         if len(self.memory) == 0:
             return None
         rng = random.Random(seed_key(self.cfg.seed, kind, *key))
