@@ -4,14 +4,17 @@ AIMMerging runs (the real loop) on Standard CL order 1 (4 tasks) and Long Sequen
 order 4 (15 tasks) with the same steps per task. After every stage we record the
 main step time, the history-loss (monitoring) time per step, the tokens of the
 memory batches that stage's monitoring used (recomputed exactly: the draws are
-seeded by step), and the memory's size (examples, bytes of its state, tokens).
+seeded by step; "run" tokens are those the passes compute, padding included, after
+shared prefixes are run once), and the memory's size (examples, bytes of its state, tokens).
 
 The monitoring cost per step must not grow with the number of tasks seen: the
 memory batch has a fixed size, so only the example lengths of the tasks in memory
 change its cost. ``monitor_growth_ratio`` compares the monitoring time per step of
 the stages with the most tasks in memory (the last third of the 15-task order)
 with that of the stages with the fewest (the 4-task order after its first task);
-``monitor_per_token_growth_ratio`` does the same per padded token of the memory batch.
+``monitor_per_token_growth_ratio`` does the same per token run. With shared prefixes
+(``method.history_share_prefix``) a memory batch from few tasks runs fewer tokens, so
+the time per step grows a little with the tasks in memory, up to one plain pass.
 """
 
 from __future__ import annotations
@@ -37,20 +40,25 @@ def settings(quick: bool) -> dict:
 
 def _instrument(trainer, rows: list) -> None:
     """Wrap ``after_task`` to record each stage's memory batches (tokens) and the memory's size."""
+    from aimmerging.prefix import can_share_prefix, tokens_run
+
     inner = trainer.method.after_task
     hb = trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size
+    shares = (trainer.cfg.method.history_share_prefix and not trainer.encoder.is_seq2seq
+              and can_share_prefix(trainer.model))
 
     def after_task(stage):
-        real = padded = 0
+        real = padded = ran = 0
         steps = trainer.counters.get("train_steps", 0) - sum(r["steps_total"] for r in rows[-1:])
         for step in range(1, steps + 1) if len(trainer.memory) else ():
             ex = trainer.memory_batch("history", (stage.index, step), hb)
             lens = [len(e.prompt) + len(e.answer) for e in trainer.encoder.encode(ex)]
             real, padded = real + sum(lens), padded + len(lens) * max(lens)
+            ran += tokens_run(trainer.encoder.train_batch(ex)) if shares else len(lens) * max(lens)
         rows.append({"stage": stage.index + 1, "tasks_in_memory": len(trainer.memory.tasks),
                      "steps_total": trainer.counters.get("train_steps", 0),
                      "timing": dict(trainer.timing), "history_real_tokens": real,
-                     "history_padded_tokens": padded})
+                     "history_padded_tokens": padded, "history_run_tokens": ran})
         inner(stage)
         mem = trainer.memory
         rows[-1].update({"memory_examples": len(mem),
@@ -70,9 +78,10 @@ def _stages(rows: list) -> list:
         out.append({"stage": r["stage"], "tasks_in_memory": r["tasks_in_memory"], "steps": steps,
                     "step_seconds": t.get("train_step_seconds", 0.0) / steps,
                     "monitor_seconds_per_step": mon / steps if r["tasks_in_memory"] else None,
-                    "monitor_ms_per_1k_padded_tokens":
-                        1e6 * mon / r["history_padded_tokens"] if r["history_padded_tokens"] else None,
+                    "monitor_ms_per_1k_run_tokens":
+                        1e6 * mon / r["history_run_tokens"] if r["history_run_tokens"] else None,
                     "history_padded_tokens_per_step": r["history_padded_tokens"] / steps,
+                    "history_run_tokens_per_step": r["history_run_tokens"] / steps,
                     "memory_examples": r["memory_examples"],
                     "memory_state_bytes": r["memory_state_bytes"], "memory_tokens": r["memory_tokens"]})
         prev_t, prev_steps = r["timing"], r["steps_total"]
@@ -105,8 +114,8 @@ def run(quick: bool, output: Path) -> dict:
     many = res["15_tasks"]["stages"][-5:]
     mon_few = median(st["monitor_seconds_per_step"] for st in few)
     mon_many = median(st["monitor_seconds_per_step"] for st in many)
-    tok_few = median(st["monitor_ms_per_1k_padded_tokens"] for st in few)
-    tok_many = median(st["monitor_ms_per_1k_padded_tokens"] for st in many)
+    tok_few = median(st["monitor_ms_per_1k_run_tokens"] for st in few)
+    tok_many = median(st["monitor_ms_per_1k_run_tokens"] for st in many)
     a, b = res["4_tasks"], res["15_tasks"]
     figures = {
         "mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads,

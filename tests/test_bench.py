@@ -67,7 +67,11 @@ def test_summary_keeps_the_entries_of_benchmarks_not_rerun(tmp_path):
     path = tmp_path / "summary.json"
     assert bench._previous_entries(path, "full") == {}                     # no file yet
     path.write_text(json.dumps({"mode": "full", "benchmarks": {"memory": {"summary": "m"}}}))
-    assert bench._previous_entries(path, "full") == {"memory": {"summary": "m"}}
+    path.write_text(json.dumps({"mode": "full", "benchmarks": {
+        "memory": {"summary": "m"}, "scaling": {"summary": "s", "measured_on": "2026-11-30"}}}))
+    assert bench._previous_entries(path, "full") == {                       # undated: "unknown"
+        "memory": {"measured_on": "unknown", "summary": "m"},
+        "scaling": {"summary": "s", "measured_on": "2026-11-30"}}
     assert bench._previous_entries(path, "quick") == {}                    # another mode
     for bad in ("[1, 2]", "{not json", json.dumps({"mode": "full", "benchmarks": [1]})):
         path.write_text(bad)

@@ -6,7 +6,7 @@ import torch
 from aimmerging.batching import Encoder
 from aimmerging.data.formats import Example
 from aimmerging.losses import batch_loss
-from aimmerging.prefix import can_share_prefix, grouped_loss, prefix_groups
+from aimmerging.prefix import can_share_prefix, grouped_loss, prefix_groups, tokens_run
 
 from test_losses import loss_and_grads, lora
 
@@ -60,6 +60,7 @@ def test_grouped_loss_runs_each_shared_prefix_once():
     finally:
         handle.remove()
     real = int(batch["attention_mask"].sum())
+    assert sum(tokens) == tokens_run(batch)  # what the scaling benchmark counts
     assert len(tokens) == 3                 # the two prefixes, the rows on top of them, the plain row
     assert sum(tokens) < 0.8 * real         # padding included; the plain batch runs more than real
 
@@ -97,3 +98,26 @@ def test_a_short_prefix_whose_long_rest_widens_the_batch_runs_plain():
     groups = [(50, [0, 1]), (10, [2, 3])]
     assert _cheapest(groups, lengths) == [(50, [0, 1]), (0, [2, 3])]
     assert _cheapest([(50, [0, 1])], [60, 60]) == [(50, [0, 1])]
+
+
+def test_sliding_window_models_do_not_share_a_prefix():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    small = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=2)
+    assert not can_share_prefix(MistralForCausalLM(MistralConfig(sliding_window=16, **small)))
+    assert can_share_prefix(MistralForCausalLM(MistralConfig(sliding_window=None, **small)))
+
+
+def test_without_a_kv_cache_the_grouped_loss_runs_the_plain_batch():
+    backbone, net = lora("tiny-llama")
+    net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    net.enable_input_require_grads()
+    net.train()                                # checkpointing in training: no cache comes back
+    enc = Encoder(backbone.tokenizer, is_seq2seq=False, max_input_tokens=256)
+    batch = enc.train_batch(MIXED)
+    ref, ref_grads = loss_and_grads(net, lambda: batch_loss(net, batch, is_seq2seq=False))
+    got, got_grads = loss_and_grads(net, lambda: grouped_loss(net, batch))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for n in ref_grads:
+        torch.testing.assert_close(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6)

@@ -76,7 +76,9 @@ def _previous_entries(path: Path, mode: str) -> dict:
     except (OSError, ValueError):
         return {}
     entries = previous.get("benchmarks") if isinstance(previous, dict) else None
-    return dict(entries) if isinstance(entries, dict) and previous.get("mode") == mode else {}
+    if not isinstance(entries, dict) or previous.get("mode") != mode:
+        return {}
+    return {k: {"measured_on": "unknown", **v} if isinstance(v, dict) else v for k, v in entries.items()}
 
 
 def cmd_bench(args) -> int:

@@ -69,6 +69,8 @@ class ContinualTrainer:
         # several forward passes before one backward would trip DDP and gradient checkpointing
         self.share_prefix_in_training = (cfg.train.share_prefix and self.world == 1
                                          and not cfg.model.gradient_checkpointing)
+        if cfg.train.share_prefix and not self.share_prefix_in_training:
+            log.warning("train.share_prefix is ignored with several processes or gradient checkpointing")
         self.progress = progress and acc.is_main_process
         torch.manual_seed(cfg.seed)
         backbone = load_backbone(cfg.model.name, getattr(torch, cfg.model.dtype))

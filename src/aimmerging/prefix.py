@@ -90,9 +90,14 @@ def prefix_groups(seqs: Sequence[Sequence[int]], limits: Sequence[int],
 
 
 def can_share_prefix(model) -> bool:
-    """Whether the (wrapped) model's ``forward`` takes a ``cache`` and ``logits_to_keep``."""
-    cls = type(_unwrap(model))
-    return _forward_takes(cls, "cache") and _forward_takes(cls, "logits_to_keep")
+    """Whether the (wrapped) model's ``forward`` takes a ``cache`` and ``logits_to_keep`` and
+    attends to every earlier token (no sliding window: a padded prefix would shift out of it)."""
+    inner = _unwrap(model)
+    cfg = getattr(inner, "config", None)
+    sliding = bool(getattr(cfg, "sliding_window", None)) and getattr(cfg, "use_sliding_window", True)
+    sliding = sliding or "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
+    cls = type(inner)
+    return not sliding and _forward_takes(cls, "cache") and _forward_takes(cls, "logits_to_keep")
 
 
 def _summed_loss(model, ids, mask, labels, **extra) -> tuple[torch.Tensor, int]:
@@ -117,8 +122,9 @@ def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     return out
 
 
-def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor, int]:
-    """The loss of the rows in ``groups`` ([(prefix_length, rows)]) in two passes.
+def _shared_rows_loss(model, ids, labels, lengths, groups) -> Optional[tuple[torch.Tensor, int]]:
+    """The loss of the rows in ``groups`` ([(prefix_length, rows)]) in two passes (None when
+    the model returns no KV cache).
 
     Pass 1 runs every group's prefix, one row each (right-padded). Pass 2 runs the
     rest of every row on top of its group's KV cache, with the prefix padding masked
@@ -128,6 +134,8 @@ def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor
     prefix_mask = _pad_rows([torch.ones(p, dtype=torch.long, device=ids.device) for p, _ in groups], 0)
     cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
                   logits_to_keep=1).cache
+    if cache is None:      # no cache (gradient checkpointing in training): the caller runs plain
+        return None
     owner = [g for g, (_, rows) in enumerate(groups) for _ in rows]
     members = [(p, r) for p, rows in groups for r in rows]
     cache.reorder_cache(torch.tensor(owner, device=ids.device))      # one cache row per row
@@ -145,17 +153,18 @@ def _shared_rows_loss(model, ids, labels, lengths, groups) -> tuple[torch.Tensor
 CALL_COST = 24   # token positions: a forward pass's fixed cost (SmolLM2 on one CPU thread: ~65 ms)
 
 
-def _plan_cost(groups: list[tuple[int, list[int]]], lengths: list[int]) -> int:
-    """Token positions (padding included) that :func:`grouped_loss` runs for ``groups``."""
+def _plan_cost(groups: list[tuple[int, list[int]]], lengths: list[int], call_cost: int = CALL_COST) -> int:
+    """Token positions (padding included) that :func:`grouped_loss` runs for ``groups``, plus
+    ``call_cost`` per forward pass."""
     shared = [(p, r) for p, rows in groups if p for r in rows]
     plain = [lengths[r] for p, rows in groups if not p for r in rows]
     cost = 0
     if shared:
         prefixes = [p for p, _ in groups if p]
         cost += len(prefixes) * max(prefixes) + len(shared) * max(lengths[r] - p for p, r in shared)
-        cost += 2 * CALL_COST
+        cost += 2 * call_cost
     if plain:
-        cost += len(plain) * max(plain) + CALL_COST
+        cost += len(plain) * max(plain) + call_cost
     return cost
 
 
@@ -175,6 +184,23 @@ def _cheapest(groups: list[tuple[int, list[int]]], lengths: list[int]) -> list[t
         groups = best
 
 
+def _plan(batch: dict, min_len: int) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """The groups :func:`grouped_loss` runs for ``batch``, and each row's unpadded length."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    scored = labels[:, 1:] != IGNORE_INDEX
+    limits = [int(torch.nonzero(row)[0]) if bool(row.any()) else 0 for row in scored]
+    seqs = [ids[i, :lengths[i]].tolist() for i in range(ids.shape[0])]
+    return _cheapest(prefix_groups(seqs, limits, min_len), lengths), lengths
+
+
+def tokens_run(batch: dict, min_len: int = MIN_SHARED_PREFIX) -> int:
+    """Token positions, padding included, that :func:`grouped_loss` runs for ``batch`` (the
+    plain batch runs ``batch_size * length``); used by the scaling benchmark."""
+    groups, lengths = _plan(batch, min_len)
+    return _plan_cost(groups, lengths, call_cost=0)
+
+
 def grouped_loss(model, batch: dict, min_len: int = MIN_SHARED_PREFIX) -> torch.Tensor:
     """Mean token cross-entropy of a right-padded causal-LM ``batch``, shared prefixes run once.
 
@@ -191,13 +217,12 @@ def grouped_loss(model, batch: dict, min_len: int = MIN_SHARED_PREFIX) -> torch.
         gradient sums over the rows that share it), although the loop uses it without one.
     """
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    lengths = mask.sum(dim=1).tolist()
-    scored = labels[:, 1:] != IGNORE_INDEX
-    limits = [int(torch.nonzero(row)[0]) if bool(row.any()) else 0 for row in scored]
-    seqs = [ids[i, :lengths[i]].tolist() for i in range(ids.shape[0])]
-    groups = _cheapest(prefix_groups(seqs, limits, min_len), lengths)
+    groups, lengths = _plan(batch, min_len)
     shared = [(p, rows) for p, rows in groups if p]
-    parts = [_shared_rows_loss(model, ids, labels, lengths, shared)] if shared else []
+    part = _shared_rows_loss(model, ids, labels, lengths, shared) if shared else None
+    if shared and part is None:
+        groups = [(0, list(range(ids.shape[0])))]
+    parts = [part] if part is not None else []
     for p, rows in groups:
         if not p:
             idx = torch.tensor(rows, device=ids.device)

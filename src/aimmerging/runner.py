@@ -93,7 +93,8 @@ def check_text(task, data_dir: Path) -> None:
 
 RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
 #: config keys that may change when a run is resumed: they change what is logged or
-#: reported (FWT from the a0 scores) or float rounding (prefix sharing), not the training
+#: reported (FWT from the a0 scores), not the training; prefix sharing changes the history
+#: loss by float rounding only (a controller decision could flip only at a near-exact tie)
 RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
                      ("method", "log_history_loss"), ("method", "history_share_prefix"),
                      ("single_task_scores",)}
