@@ -121,3 +121,21 @@ def test_without_a_kv_cache_the_grouped_loss_runs_the_plain_batch():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for n in ref_grads:
         torch.testing.assert_close(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6)
+
+
+def test_training_shares_prefixes_only_on_one_process_without_checkpointing(caplog):
+    from aimmerging.config import build_config
+    from aimmerging.prefix import training_shares_prefix
+
+    def cfg(**model):
+        return build_config({"data": {"dir": None, "tasks": ["demo_topic"]},
+                             "model": {"name": "tiny-llama", **model},
+                             "train": {"share_prefix": True}})
+
+    assert training_shares_prefix(cfg(), world=1)
+    assert not caplog.records
+    assert not training_shares_prefix(cfg(), world=2)
+    assert not training_shares_prefix(cfg(gradient_checkpointing=True), world=1)
+    assert sum("train.share_prefix is ignored" in r.getMessage() for r in caplog.records) == 2
+    off = build_config({"data": {"dir": None, "tasks": ["demo_topic"]}, "model": {"name": "tiny-llama"}})
+    assert not training_shares_prefix(off, world=1)

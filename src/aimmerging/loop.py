@@ -27,7 +27,7 @@ from .config import RunConfig, flat_config
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
-from .prefix import can_share_prefix, grouped_loss
+from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
@@ -66,11 +66,7 @@ class ContinualTrainer:
                                       project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
-        # several forward passes before one backward would trip DDP and gradient checkpointing
-        self.share_prefix_in_training = (cfg.train.share_prefix and self.world == 1
-                                         and not cfg.model.gradient_checkpointing)
-        if cfg.train.share_prefix and not self.share_prefix_in_training:
-            log.warning("train.share_prefix is ignored with several processes or gradient checkpointing")
+        self.share_prefix_in_training = training_shares_prefix(cfg, self.world)
         self.progress = progress and acc.is_main_process
         torch.manual_seed(cfg.seed)
         backbone = load_backbone(cfg.model.name, getattr(torch, cfg.model.dtype))

@@ -17,6 +17,7 @@ SPEC.md); measured by ``aimmerging bench --only overhead``. Causal LMs whose
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -87,6 +88,17 @@ def prefix_groups(seqs: Sequence[Sequence[int]], limits: Sequence[int],
     if alone:
         groups.append((0, sorted(alone)))
     return groups
+
+
+def training_shares_prefix(cfg, world: int) -> bool:
+    """Whether training steps run shared prefixes once: ``train.share_prefix`` on one process
+    without gradient checkpointing (several forward passes before one backward would trip
+    DDP's gradient hooks, and checkpointing returns no KV cache); warns when it is ignored."""
+    on = cfg.train.share_prefix and world == 1 and not cfg.model.gradient_checkpointing
+    if cfg.train.share_prefix and not on:
+        logging.getLogger("aimmerging").warning(
+            "train.share_prefix is ignored with several processes or gradient checkpointing")
+    return on
 
 
 def can_share_prefix(model) -> bool:
