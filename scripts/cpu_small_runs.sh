@@ -3,9 +3,11 @@
 # resuming unfinished runs and skipping finished ones (safe to re-run after an interruption).
 # Needs the environment's `aimmerging` on PATH (`. .venv/bin/activate`).
 # One torch thread per run, so that two lanes can share a 2-core machine:
-#   scripts/cpu_small_runs.sh aimmerging aimmerging_reference &   scripts/cpu_small_runs.sh replay seq_lora single_task &
+#   scripts/cpu_small_runs.sh aimmerging aimmerging_reference fixed_interval &
+#   scripts/cpu_small_runs.sh replay seq_lora single_task recurrent_kif &
 # Then (reuses the finished runs): aimmerging compare configs/cpu_small.yaml \
-#         --methods seq_lora,replay,aimmerging,aimmerging_reference --output runs/cpu_small
+#         --methods seq_lora,replay,aimmerging,aimmerging_reference,fixed_interval,recurrent_kif \
+#         --output runs/cpu_small
 cd "$(dirname "$0")/.."
 command -v aimmerging > /dev/null || { echo "aimmerging not on PATH: run '. .venv/bin/activate' first" >&2; exit 2; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
