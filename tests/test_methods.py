@@ -152,10 +152,12 @@ def test_history_loss_with_shared_prefixes_matches_the_plain_pass(tmp_path, monk
     calls = []
     inner = loop.grouped_loss
     monkeypatch.setattr(loop, "grouped_loss", lambda *a, **k: calls.append(1) or inner(*a, **k))
-    shared, _ = _run(tmp_path / "shared", "aimmerging")
+    shared, _ = _run(tmp_path / "shared", "aimmerging", history_share_prefix=True)
     assert calls                                   # the demo tasks' instructions are shared
     n = len(calls)
     plain, _ = _run(tmp_path / "plain", "aimmerging", history_share_prefix=False)
+    assert len(calls) == n
+    _run(tmp_path / "auto", "aimmerging")          # "auto": tiny-llama is too small to gain
     assert len(calls) == n
     a, b = _rows(shared / "signals.csv"), _rows(plain / "signals.csv")
     assert len(a) == len(b) and any(r["history_loss"] for r in a)

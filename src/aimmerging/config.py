@@ -55,8 +55,11 @@ class _Section(BaseModel):
         if isinstance(value, bool) and bool not in kinds and kinds & {int, float, str}:
             expected = f"one of {', '.join(map(str, options))}" if options else _kind_name(kinds)
             raise ValueError(f"expected {expected}, got {str(value).lower()}")
-        if bool in kinds and value is not None and not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
+        words = [w for a in typing.get_args(annotation) if typing.get_origin(a) is Literal
+                 for w in typing.get_args(a)]                # Union[Literal["auto"], bool]
+        if bool in kinds and value is not None and not isinstance(value, bool) and value not in words:
+            expected = " or ".join(["true", "false", *map(repr, words)])
+            raise ValueError(f"expected {expected}, got {value!r}")
         if isinstance(value, str) and int in kinds and not kinds & {float, str}:
             raise ValueError(f"expected an integer, got the string {value!r}")
         return value
@@ -97,7 +100,9 @@ class MethodConfig(_Section):
     memory_size: Optional[int] = Field(default=None, ge=1)   # per task; overrides memory_ratio
     history_batch_size: Optional[int] = Field(default=None, ge=1)  # None = train.batch_size
     log_history_loss: bool = False       # also measure the history loss where the method needs none
-    history_share_prefix: bool = True    # run a memory batch's shared task prefixes once (prefix.py)
+    # run a memory batch's shared task prefixes once (prefix.py); "auto": for models of at
+    # least prefix.MIN_SHARING_PARAMETERS parameters (a tiny model's passes are fixed cost)
+    history_share_prefix: Union[Literal["auto"], bool] = "auto"
     # merge controller (SPEC.md)
     s_init: int = Field(default=8, ge=1)
     window: int = Field(default=3, ge=1)

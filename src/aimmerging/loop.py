@@ -27,7 +27,7 @@ from .config import RunConfig, flat_config
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
-from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
+from .prefix import can_share_prefix, grouped_loss, history_shares_prefix, training_shares_prefix
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
@@ -131,7 +131,7 @@ class ContinualTrainer:
         if examples is None:
             return float("nan")
         self.model.eval()
-        loss = self.loss_on(examples, self.cfg.method.history_share_prefix).detach()
+        loss = self.loss_on(examples, history_shares_prefix(self.cfg, self.model)).detach()
         self.model.train()
         if self.world > 1:
             loss = self.accelerator.reduce(loss.float(), "mean")

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from .losses import IGNORE_INDEX, _forward_takes, _unwrap, labelled_positions
 
 MIN_SHARED_PREFIX = 8   # tokens; a shorter shared prefix is not worth a separate pass
+#: below this many parameters a forward pass is mostly fixed per-call cost, so the two or
+#: three passes of :func:`grouped_loss` cost more than the tokens they save ("auto" setting)
+MIN_SHARING_PARAMETERS = 50_000_000
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -99,6 +102,17 @@ def training_shares_prefix(cfg, world: int) -> bool:
         logging.getLogger("aimmerging").warning(
             "train.share_prefix is ignored with several processes or gradient checkpointing")
     return on
+
+
+def sharing_pays(model) -> bool:
+    """Whether the (wrapped) model is large enough for shared prefixes to save time (``"auto"``)."""
+    return sum(p.numel() for p in _unwrap(model).parameters()) >= MIN_SHARING_PARAMETERS
+
+
+def history_shares_prefix(cfg, model) -> bool:
+    """``method.history_share_prefix`` resolved: ``"auto"`` shares when :func:`sharing_pays`."""
+    share = cfg.method.history_share_prefix
+    return sharing_pays(model) if share == "auto" else bool(share)
 
 
 def can_share_prefix(model) -> bool:
