@@ -34,16 +34,21 @@ def test_smollm2_loads_trains_and_generates():
     assert isinstance(preds[0], str) and preds[0]
 
 
-def test_smollm2_answer_only_loss_and_shared_prefix_generation_match():
-    from aimmerging.losses import batch_loss
-
+def _smollm2_with_lora():
+    """SmolLM2 with a LoRA adapter whose B is non-zero (so that it changes the loss), no dropout."""
     torch.manual_seed(0)
     bb = load_backbone("smollm2-135m")
     net = add_lora(bb, dropout=0.0)
     for n, p in net.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.02)
-    enc = Encoder(bb.tokenizer, False, max_input_tokens=128)
+    return bb, net, Encoder(bb.tokenizer, False, max_input_tokens=128)
+
+
+def test_smollm2_answer_only_loss_and_shared_prefix_generation_match():
+    from aimmerging.losses import batch_loss
+
+    bb, net, enc = _smollm2_with_lora()
     definition = "Definition: classify the topic of the text into Company, Artist, Athlete, Film. "
     texts = ["Apple makes phones.", "Messi scored twice in the final.", "Titanic won eleven Oscars.",
              "Monet painted water lilies for years."]
@@ -72,13 +77,7 @@ def test_smollm2_shared_prefix_loss_matches_the_plain_batch():
     from aimmerging.losses import batch_loss
     from aimmerging.prefix import grouped_loss
 
-    torch.manual_seed(0)
-    bb = load_backbone("smollm2-135m")
-    net = add_lora(bb, dropout=0.0)
-    for n, p in net.named_parameters():
-        if "lora_B" in n:
-            torch.nn.init.normal_(p, std=0.02)
-    enc = Encoder(bb.tokenizer, False, max_input_tokens=128)
+    bb, net, enc = _smollm2_with_lora()
     topic = "Definition: classify the topic of the text into Company, Artist, Athlete, Film. Text: "
     mood = "Definition: is the sentiment of this product review positive or negative? Review: "
     ex = [Example("t", topic + "Apple makes phones.\nAnswer:", "Company"),
