@@ -75,7 +75,8 @@ def _padding_share(encoder, inputs, batch_size: int) -> tuple[int, int]:
 
 def _measure(model, enc, tasks: dict, bs: int, mnt: int, seq2seq: bool) -> dict:
     """Time every path on every task (warm-up first); seconds, predictions and per-task facts."""
-    from aimmerging.evaluation import generate, shared_prefix_length
+    from aimmerging.evaluation import generate
+    from aimmerging.prefix import shared_prefix_length
 
     first = next(iter(tasks.values()))
     paths = {"one_by_one": lambda x: one_by_one(model, enc, x, mnt),

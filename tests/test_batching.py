@@ -79,7 +79,7 @@ def test_batched_generation_matches_one_at_a_time(name):
 
 
 def test_shared_prefix_length_leaves_one_token_per_prompt():
-    from aimmerging.evaluation import shared_prefix_length
+    from aimmerging.prefix import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2      # at most the shortest - 1

@@ -31,6 +31,16 @@ def loss_and_grads(net, fn):
     return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
 
 
+def assert_same_loss_and_grads(net, reference, candidate):
+    """``candidate()`` gives ``reference()``'s loss and every trainable gradient, up to rounding."""
+    ref, ref_grads = loss_and_grads(net, reference)
+    got, got_grads = loss_and_grads(net, candidate)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert ref_grads.keys() == got_grads.keys()
+    for n in ref_grads:
+        torch.testing.assert_close(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6)
+
+
 def test_labelled_positions_are_those_before_each_label():
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, IGNORE_INDEX],
                            [IGNORE_INDEX, 7, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
@@ -42,12 +52,8 @@ def test_causal_answer_only_loss_matches_the_models_loss_and_gradients():
     backbone, net = lora("tiny-llama")
     enc = Encoder(backbone.tokenizer, is_seq2seq=False, max_input_tokens=64)
     batch = enc.train_batch(EXAMPLES)
-    ref, ref_grads = loss_and_grads(net, lambda: net(**batch).loss)
-    got, got_grads = loss_and_grads(net, lambda: batch_loss(net, batch, is_seq2seq=False))
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
-    assert ref_grads.keys() == got_grads.keys()
-    for n in ref_grads:
-        torch.testing.assert_close(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_grads(net, lambda: net(**batch).loss,
+                               lambda: batch_loss(net, batch, is_seq2seq=False))
 
 
 def test_causal_answer_only_loss_asks_only_for_labelled_logits():

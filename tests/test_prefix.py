@@ -8,7 +8,7 @@ from aimmerging.data.formats import Example
 from aimmerging.losses import batch_loss
 from aimmerging.prefix import can_share_prefix, grouped_loss, prefix_groups, tokens_run
 
-from test_losses import loss_and_grads, lora
+from test_losses import assert_same_loss_and_grads, lora
 
 TOPIC = "Classify the topic of the following text into sports, business or science. Text: "
 SENTIMENT = "What is the sentiment of this review, positive or negative? Review: "
@@ -69,12 +69,8 @@ def assert_same_loss_and_gradients(backbone, net):
     """grouped_loss and batch_loss agree on MIXED, in value and in every LoRA gradient."""
     enc = Encoder(backbone.tokenizer, is_seq2seq=False, max_input_tokens=256)
     batch = enc.train_batch(MIXED)
-    ref, ref_grads = loss_and_grads(net, lambda: batch_loss(net, batch, is_seq2seq=False))
-    got, got_grads = loss_and_grads(net, lambda: grouped_loss(net, batch))
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
-    assert ref_grads.keys() == got_grads.keys()
-    for n in ref_grads:
-        torch.testing.assert_close(got_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_grads(net, lambda: batch_loss(net, batch, is_seq2seq=False),
+                               lambda: grouped_loss(net, batch))
 
 
 def test_grouped_loss_gradients_match_the_plain_loss():

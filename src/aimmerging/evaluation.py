@@ -23,8 +23,6 @@ from .batching import Encoder
 from .losses import accepts_logits_to_keep
 from .prefix import MIN_SHARED_PREFIX, shared_prefix_length
 
-__all__ = ["generate", "shared_prefix_length", "MIN_SHARED_PREFIX"]
-
 
 def _prefix_batch(encoder: Encoder, prompts: list[list[int]], p_len: int) -> dict[str, torch.Tensor]:
     """``[prefix | left padding | rest]`` rows and their attention mask ([B, L]).
