@@ -13,7 +13,12 @@ AIMMerging's training time comes from the loop's own timers:
 
 Then, on the trained model, the history loss is timed at memory batches of 8, 4, 2
 and 1 and its sampling noise (standard deviation over independent draws at fixed
-parameters) is reported for each: a smaller memory batch is cheaper but noisier.
+parameters) is reported for each, as the model runs and under bfloat16 autocast
+(``method.history_precision``, :mod:`aimmerging.monitoring`): a smaller memory batch is
+cheaper but noisier. ``signal_noise`` turns that noise into what the controller sees:
+from every memory example's loss, the share of monitored steps whose loss would cross
+the forgetting threshold (gamma_forget x the calibration mean) by sampling alone, by
+memory batch, and how far bfloat16 moves each example's loss.
 The run's own memory batch is also timed with and without shared-prefix passes
 (``prefix_sharing``: the history loss runs each task's instruction once, ``aimmerging.prefix``),
 with every task in memory and with the first task's examples alone.
@@ -31,16 +36,20 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, run_trainer, target, threads,
                       verdict, write_result)
 
 NAME = "overhead"
 HISTORY_BATCH_SIZES = (8, 4, 2, 1)
+PRECISIONS = ("model", "bfloat16")   # method.history_precision, as resolved per model
 
 
 def settings(quick: bool) -> dict:
@@ -126,29 +135,90 @@ def _ratios(aim: dict, rep: dict) -> dict:
 
 
 def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
-    """Time and noise of the history loss at several memory batch sizes, at fixed parameters."""
+    """Time and noise of the history loss at several memory batch sizes, at fixed parameters,
+    as the model runs (``model``) and under bfloat16 autocast (``bfloat16``)."""
     cfg = trainer.cfg.method
-    saved = cfg.history_batch_size
-    out = {}
+    saved = cfg.history_batch_size, cfg.history_precision
+    out: dict = {}
     try:
-        for b in HISTORY_BATCH_SIZES:
-            cfg.history_batch_size = b
-            trainer.history_loss(("sweep", b, -1))      # warm-up (tokenisation cache, allocator)
-            times, losses = [], []
-            for i in range(draws):
-                t0 = time.perf_counter()
-                losses.append(trainer.history_loss(("sweep", b, i)))
-                times.append(time.perf_counter() - t0)
-            mean = statistics.fmean(losses)
-            std = statistics.stdev(losses) if len(losses) > 1 else float("nan")
-            sec = statistics.median(times)
-            out[str(b)] = {"seconds_per_call": sec, "monitor_to_step_ratio": sec / step_seconds,
-                           "loss_mean": mean, "loss_std": std,
-                           "loss_relative_std": std / mean if mean else float("nan"),
-                           "draws": draws}
+        for precision in PRECISIONS:
+            cfg.history_precision = precision
+            for b in HISTORY_BATCH_SIZES:
+                cfg.history_batch_size = b
+                trainer.history_loss(("sweep", b, -1))      # warm-up (tokenisation cache, allocator)
+                times, losses = [], []
+                for i in range(draws):
+                    t0 = time.perf_counter()
+                    losses.append(trainer.history_loss(("sweep", b, i)))
+                    times.append(time.perf_counter() - t0)
+                mean = statistics.fmean(losses)
+                std = statistics.stdev(losses) if len(losses) > 1 else float("nan")
+                sec = statistics.median(times)
+                out.setdefault(precision, {})[str(b)] = {
+                    "seconds_per_call": sec, "monitor_to_step_ratio": sec / step_seconds,
+                    "loss_mean": mean, "loss_std": std,
+                    "loss_relative_std": std / mean if mean else float("nan"), "draws": draws}
     finally:
-        cfg.history_batch_size = saved
+        cfg.history_batch_size, cfg.history_precision = saved
     return out
+
+
+def per_example_losses(trainer, precision: str) -> list[tuple[float, int]]:
+    """(summed answer-token loss, answer tokens) of every memory example, one pass each."""
+    from aimmerging.losses import IGNORE_INDEX
+    from aimmerging.monitoring import history_autocast
+
+    out = []
+    trainer.model.eval()
+    try:
+        for ex in trainer.memory.examples():
+            batch = trainer.encoder.train_batch([ex])
+            with torch.no_grad(), history_autocast(precision, trainer.model):
+                loss = float(trainer.loss_on([ex], share_prefix=False))
+            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) or 1
+            out.append((loss * n, n))
+    finally:
+        trainer.model.train()
+    return out
+
+
+def false_activation_rates(losses: list[tuple[float, int]], sizes, calib_steps: int, gamma: float,
+                           trials: int = 20000, seed: int = 0) -> dict:
+    """P(one step's history loss > ``gamma`` x the mean of ``calib_steps`` calibration losses)
+    when every loss is a fresh memory batch at fixed parameters (SPEC.md: the forgetting
+    signal's threshold): activations that sampling alone would cause, per monitored step."""
+    rng = random.Random(seed)
+
+    def draw(b: int) -> float:
+        rows = rng.sample(losses, min(b, len(losses)))
+        return sum(r[0] for r in rows) / sum(r[1] for r in rows)
+
+    out = {}
+    for b in sizes:
+        hits = 0
+        for _ in range(trials):
+            delta = gamma * statistics.fmean(draw(b) for _ in range(calib_steps))
+            hits += draw(b) > delta
+        out[str(b)] = hits / trials
+    return out
+
+
+def signal_noise(trainer) -> dict:
+    """The forgetting signal's sampling noise by memory batch (:func:`false_activation_rates`,
+    from per-example losses over the whole memory), and how far bfloat16 moves the losses."""
+    cfg = trainer.cfg.method
+    calib = max(1, (2 * cfg.s_init) // 3)
+    exact, low = (per_example_losses(trainer, p) for p in PRECISIONS)
+    diffs = [abs(a[0] / a[1] - b[0] / b[1]) for a, b in zip(exact, low)]
+    mean = sum(r[0] for r in exact) / sum(r[1] for r in exact)
+    return {"memory_examples": len(exact), "calibration_steps": calib, "gamma_forget": cfg.gamma_forget,
+            "loss_mean": mean,
+            "false_activation_per_step": false_activation_rates(exact, HISTORY_BATCH_SIZES, calib,
+                                                                cfg.gamma_forget),
+            "false_activation_per_step_bfloat16": false_activation_rates(
+                low, HISTORY_BATCH_SIZES, calib, cfg.gamma_forget),
+            "bfloat16_max_abs_example_loss_difference": max(diffs),
+            "bfloat16_mean_abs_example_loss_difference": statistics.fmean(diffs)}
 
 
 def _time_history(trainer, draws: int) -> dict:
@@ -213,11 +283,12 @@ def run(quick: bool, output: Path) -> dict:
 
 
 def _run(quick: bool, output: Path, n_threads: int) -> dict:
+    from aimmerging.monitoring import history_dtype
     from aimmerging.runner import load_tasks
 
     s = settings(quick)
     per = {"replay": [], "aimmerging": []}
-    sweep = probe = sharing = None
+    sweep = probe = sharing = noise = used = None
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         tasks = load_tasks(_config(s, "replay"))
         for r in range(s["repeats"]):
@@ -231,6 +302,8 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
                     sweep = history_sweep(res["trainer"], s["draws"], step)
                     probe = rehearsal_probe(res["trainer"], s["probe_steps"], step)
                     sharing = prefix_probe(res["trainer"], s["draws"])
+                    noise = signal_noise(res["trainer"])
+                    used = history_dtype(res["trainer"].cfg.method.history_precision, res["trainer"].model)
                 del res
     ratios_each = [_ratios(a, b) for a, b in zip(per["aimmerging"], per["replay"])]
     ratios = {k: median(r[k] for r in ratios_each) for k in ratios_each[0]}
@@ -242,8 +315,12 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         "run_to_step_budget_ratio": target(ratios["run_to_step_budget_ratio"], "<=", 1.05),
     }
     hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
+    precision = "bfloat16" if used is not None else "model precision"
+    rates = noise["false_activation_per_step" + ("_bfloat16" if used is not None else "")]
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
-               f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}; "
+               f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}, "
+               f"{precision}; false activations {rates.get(str(hb), math.nan):.1%} "
+               f"of steps at fixed parameters; "
                f"prefix sharing {sharing['first_task']['plain_to_shared_ratio']:.2f}x with one task in "
                f"memory, {sharing['all_tasks']['plain_to_shared_ratio']:.2f}x with all), "
                f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "
@@ -253,10 +330,11 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
                f"{ratios['run_to_step_budget_ratio']:.3f}x its steps at LoRAReplay's step time; "
                f"{verdict(targets)}")
     figures = {
-        "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb,
+        "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb, "history_precision": precision,
                                                          "torch_threads": n_threads},
         "ratios": ratios, "targets": targets, "aimmerging": aim, "replay": agg["replay"],
-        "history_batch_sweep": sweep, "rehearsal_probe": probe, "prefix_sharing": sharing,
+        "history_batch_sweep": sweep, "signal_noise": noise, "rehearsal_probe": probe,
+        "prefix_sharing": sharing,
         "repeats_ratios": ratios_each,
         "summary": summary,
     }

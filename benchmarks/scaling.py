@@ -40,7 +40,8 @@ def settings(quick: bool) -> dict:
 
 def _instrument(trainer, rows: list) -> None:
     """Wrap ``after_task`` to record each stage's memory batches (tokens) and the memory's size."""
-    from aimmerging.prefix import can_share_prefix, history_shares_prefix, tokens_run
+    from aimmerging.monitoring import history_shares_prefix
+    from aimmerging.prefix import can_share_prefix, tokens_run
 
     inner = trainer.method.after_task
     hb = trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size

@@ -76,3 +76,15 @@ def test_summary_keeps_the_entries_of_benchmarks_not_rerun(tmp_path):
     for bad in ("[1, 2]", "{not json", json.dumps({"mode": "full", "benchmarks": [1]})):
         path.write_text(bad)
         assert bench._previous_entries(path, "full") == {}
+
+
+def test_false_activation_rates_count_threshold_crossings_by_sampling_alone():
+    rates_of = bench.load_benchmark("overhead").false_activation_rates
+    flat = [(1.0, 1)] * 10
+    assert rates_of(flat, (1, 4), calib_steps=5, gamma=2.0, trials=500) == {"1": 0.0, "4": 0.0}
+    # one example of ten has loss 100, the others 1 (one answer token each): a batch of one
+    # crosses 2x the calibration mean whenever it draws it, unless 3+ of 5 calibration draws did
+    spiky = [(100.0, 1)] + [(1.0, 1)] * 9
+    rates = rates_of(spiky, (1, 10), calib_steps=5, gamma=2.0, trials=20000)
+    assert rates["1"] == pytest.approx(0.1 * 0.9914, abs=0.008)
+    assert rates["10"] == 0.0                     # the whole memory: the mean never moves

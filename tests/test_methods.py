@@ -167,6 +167,16 @@ def test_history_loss_with_shared_prefixes_matches_the_plain_pass(tmp_path, monk
     assert _rows(shared / "merge_trace.csv") == _rows(plain / "merge_trace.csv")
 
 
+def test_history_loss_in_bfloat16_is_close_to_the_model_precision(tmp_path):
+    low, _ = _run(tmp_path / "bf16", "aimmerging", history_precision="bfloat16")
+    exact, _ = _run(tmp_path / "model", "aimmerging", history_precision="model")
+    auto, _ = _run(tmp_path / "auto", "aimmerging")   # "auto": tiny-llama runs as the model does
+    first = [next(float(r["history_loss"]) for r in _rows(d / "signals.csv") if r["history_loss"])
+             for d in (low, exact, auto)]
+    assert first[0] != first[1] and first[0] == pytest.approx(first[1], rel=0.02)
+    assert first[2] == first[1]
+
+
 def test_training_with_shared_prefixes_follows_the_plain_run_without_dropout(tmp_path, monkeypatch):
     import aimmerging.loop as loop
 

@@ -27,10 +27,11 @@ from .config import RunConfig, flat_config
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
-from .prefix import can_share_prefix, grouped_loss, history_shares_prefix, training_shares_prefix
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
+from .monitoring import history_autocast, history_shares_prefix
+from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
 
 log = logging.getLogger("aimmerging")
@@ -61,9 +62,8 @@ class ContinualTrainer:
         self.cfg, self.run_dir, self.tasks = cfg, Path(run_dir), tasks
         self.task_names = [t.info.name for t in tasks]
         if accelerator is None:
-            precision = resolve_mixed_precision(cfg.train.mixed_precision)
-            accelerator = Accelerator(mixed_precision=precision, log_with=cfg.train.report_to,
-                                      project_dir=str(run_dir))
+            accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
+                                      log_with=cfg.train.report_to, project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.share_prefix_in_training = training_shares_prefix(cfg, self.world)
@@ -131,7 +131,8 @@ class ContinualTrainer:
         if examples is None:
             return float("nan")
         self.model.eval()
-        loss = self.loss_on(examples, history_shares_prefix(self.cfg, self.model)).detach()
+        with history_autocast(self.cfg.method.history_precision, self.model):
+            loss = self.loss_on(examples, history_shares_prefix(self.cfg, self.model)).detach()
         self.model.train()
         if self.world > 1:
             loss = self.accelerator.reduce(loss.float(), "mean")

@@ -18,6 +18,7 @@ SPEC.md); measured by ``aimmerging bench --only overhead``. Causal LMs whose
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Optional, Sequence
 
 import torch
@@ -104,15 +105,17 @@ def training_shares_prefix(cfg, world: int) -> bool:
     return on
 
 
+_PARAMETER_COUNTS: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
 def sharing_pays(model) -> bool:
-    """Whether the (wrapped) model is large enough for shared prefixes to save time (``"auto"``)."""
-    return sum(p.numel() for p in _unwrap(model).parameters()) >= MIN_SHARING_PARAMETERS
+    """Whether the (wrapped) model is large enough for shared prefixes to save time (``"auto"``).
 
-
-def history_shares_prefix(cfg, model) -> bool:
-    """``method.history_share_prefix`` resolved: ``"auto"`` shares when :func:`sharing_pays`."""
-    share = cfg.method.history_share_prefix
-    return sharing_pays(model) if share == "auto" else bool(share)
+    The parameter count is computed once per model (it is asked at every history step)."""
+    inner = _unwrap(model)
+    if inner not in _PARAMETER_COUNTS:
+        _PARAMETER_COUNTS[inner] = sum(p.numel() for p in inner.parameters())
+    return _PARAMETER_COUNTS[inner] >= MIN_SHARING_PARAMETERS
 
 
 def can_share_prefix(model) -> bool:

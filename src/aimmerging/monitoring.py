@@ -1,0 +1,74 @@
+"""How the history-loss pass runs: shared prefixes (:mod:`.prefix`) and its precision.
+
+The history loss (SPEC.md: mean loss on one memory batch after every optimizer step,
+no gradient, dropout off) is a forward pass as long as a training step's forward, run
+at every step of every task after the first: at the paper's memory batch it is about a
+third of a LoRA training step on a CPU (``aimmerging bench --only overhead``). Nothing
+flows back from it, and the controller compares it only with ``gamma_forget`` (2) times
+its own calibration mean, so it need not be computed in float32: in bfloat16 the
+per-example losses of SmolLM2-135M move by at most 0.05 (mean 1.5) and the pass is 1.5-1.8x
+faster on a CPU with AVX512-BF16 (measured by the overhead benchmark's ``precision`` probe).
+
+``method.history_precision``:
+
+- ``"model"``: the pass runs as the model does (its dtype, and Accelerate's mixed
+  precision when one is set);
+- ``"bfloat16"``: under ``torch.autocast(dtype=bfloat16)`` on the model's device;
+- ``"auto"`` (default): bfloat16 when the model's floating-point parameters are all
+  float32, it has at least :data:`~aimmerging.prefix.MIN_SHARING_PARAMETERS` parameters
+  (a tiny model's pass is per-operation cost, which autocast's casts only add to) and its
+  device computes bfloat16 natively (:func:`native_bfloat16`); otherwise ``"model"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .losses import _unwrap
+from .prefix import sharing_pays
+
+
+def history_shares_prefix(cfg, model) -> bool:
+    """``method.history_share_prefix`` resolved: ``"auto"`` shares when :func:`sharing_pays`."""
+    share = cfg.method.history_share_prefix
+    return sharing_pays(model) if share == "auto" else bool(share)
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 matrix products natively: a CUDA GPU that supports
+    bfloat16, or a CPU whose oneDNN has bfloat16 kernels (AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available()
+                        and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):   # a torch build without the probe
+            return False
+    return False
+
+
+def history_dtype(setting: str, model) -> torch.dtype | None:
+    """``method.history_precision`` resolved for ``model`` (a Hugging Face model, PEFT- or
+    DDP-wrapped or not): ``torch.bfloat16`` for an autocast pass, None for the model's own
+    precision. Raises ValueError for an unknown setting."""
+    if setting == "model":
+        return None
+    if setting == "bfloat16":
+        return torch.bfloat16
+    if setting != "auto":
+        raise ValueError(f"method.history_precision: {setting!r} is not auto, model or bfloat16")
+    inner = _unwrap(model)      # the backbone's dtype and device (the LoRA adapter is float32)
+    if getattr(inner, "dtype", None) != torch.float32 or not sharing_pays(model):
+        return None
+    return torch.bfloat16 if native_bfloat16(inner.device) else None
+
+
+def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:
+    """The context the history-loss pass runs in (see the module docstring)."""
+    dtype = history_dtype(setting, model)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype)

@@ -1,0 +1,54 @@
+"""The history-loss pass's precision (method.history_precision)."""
+
+import pytest
+import torch
+
+import aimmerging.monitoring as monitoring
+from aimmerging.batching import Encoder
+from aimmerging.losses import batch_loss
+from aimmerging.monitoring import history_autocast, history_dtype
+
+from test_losses import lora
+from test_prefix import MIXED
+
+
+def test_explicit_settings_and_a_bad_one():
+    _, net = lora("tiny-llama")
+    assert history_dtype("model", net) is None
+    assert history_dtype("bfloat16", net) is torch.bfloat16
+    with pytest.raises(ValueError, match="history_precision"):
+        history_dtype("float16", net)
+
+
+def test_auto_needs_a_large_float32_model_on_native_bfloat16_hardware(monkeypatch):
+    _, net = lora("tiny-llama")
+    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    assert history_dtype("auto", net) is None                  # too small to gain
+    monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
+    assert history_dtype("auto", net) is torch.bfloat16
+    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: False)
+    assert history_dtype("auto", net) is None                  # emulated bfloat16 is slow
+    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    net.get_base_model().to(torch.bfloat16)
+    assert history_dtype("auto", net) is None                  # already low precision
+
+
+def test_native_bfloat16_is_false_off_cpu_and_cuda():
+    assert monitoring.native_bfloat16(torch.device("meta")) is False
+    assert isinstance(monitoring.native_bfloat16(torch.device("cpu")), bool)
+
+
+def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():
+    backbone, net = lora("tiny-llama")
+    net.eval()
+    batch = Encoder(backbone.tokenizer, is_seq2seq=False, max_input_tokens=256).train_batch(MIXED)
+    with torch.no_grad():
+        exact = batch_loss(net, batch, is_seq2seq=False)
+        with history_autocast("model", net):
+            same = batch_loss(net, batch, is_seq2seq=False)
+        with history_autocast("bfloat16", net):
+            low = batch_loss(net, batch, is_seq2seq=False)
+    assert same.item() == exact.item()
+    assert low.item() != exact.item()                          # the autocast did run
+    assert low.item() == pytest.approx(exact.item(), rel=0.02)
+    assert low.dtype == torch.float32                          # the loss itself stays float32
