@@ -165,17 +165,18 @@ def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
 
 def per_example_losses(trainer, precision: str) -> list[tuple[float, int]]:
     """(summed answer-token loss, answer tokens) of every memory example, one pass each."""
-    from aimmerging.losses import IGNORE_INDEX
+    from aimmerging.losses import IGNORE_INDEX, batch_loss
     from aimmerging.monitoring import history_autocast
 
     out = []
     trainer.model.eval()
     try:
         for ex in trainer.memory.examples():
-            batch = trainer.encoder.train_batch([ex])
+            batch = trainer._to_device(trainer.encoder.train_batch([ex]))
             with torch.no_grad(), history_autocast(precision, trainer.model):
-                loss = float(trainer.loss_on([ex], share_prefix=False))
-            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) or 1
+                loss = float(batch_loss(trainer.model, batch, trainer.encoder.is_seq2seq))
+            scored = batch["labels"] if trainer.encoder.is_seq2seq else batch["labels"][:, 1:]
+            n = int((scored != IGNORE_INDEX).sum()) or 1
             out.append((loss * n, n))
     finally:
         trainer.model.train()
