@@ -124,6 +124,16 @@ def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None, instrument=Non
             "run_seconds": end - t_run, "stages": stages}
 
 
+def memory_subset(memory, tasks: list):
+    """A :class:`~aimmerging.memory.ReplayMemory` holding ``memory``'s examples of ``tasks`` only."""
+    from aimmerging.memory import ReplayMemory
+
+    sub = ReplayMemory(memory_size=max(len(memory.examples([t])) for t in tasks), seed=memory.seed)
+    for t in tasks:
+        sub.add_task(t, memory.examples([t]))
+    return sub
+
+
 def median(xs: Iterable[float]) -> float:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")

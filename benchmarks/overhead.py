@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 
-from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, run_trainer, target, threads,
-                      verdict, write_result)
+from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
+                      target, threads, verdict, write_result)
 
 NAME = "overhead"
 HISTORY_BATCH_SIZES = (8, 4, 2, 1)
@@ -240,11 +240,8 @@ def prefix_probe(trainer, draws: int) -> dict:
     task's examples alone (as while training the second task); ``plain_to_shared_ratio`` > 1
     means sharing is faster, ``max_abs_loss_difference`` is the float rounding between the two.
     """
-    from aimmerging.memory import ReplayMemory
-
     cfg, full = trainer.cfg.method, trainer.memory
-    first = ReplayMemory(memory_size=len(full.examples(full.tasks[:1])), seed=full.seed)
-    first.add_task(full.tasks[0], full.examples(full.tasks[:1]))
+    first = memory_subset(full, full.tasks[:1])
     saved = cfg.history_share_prefix
     out: dict = {}
     try:

@@ -2,14 +2,16 @@
 
 AIMMerging runs (the real loop) on Standard CL order 1 (4 tasks) and Long Sequence
 order 4 (15 tasks) with the same steps per task. After every stage we record the
-main step time, the history-loss (monitoring) time per step, the tokens of the
+main step time, the history-loss (monitoring) time per step and per call (median:
+one call of the quick mode's tiny model takes milliseconds, which a burst of another
+job can double), the tokens of the
 memory batches that stage's monitoring used (recomputed exactly: the draws are
 seeded by step; "run" tokens are those the passes compute, padding included, after
 shared prefixes are run once), and the memory's size (examples, bytes of its state, tokens).
 
 The monitoring cost per step must not grow with the number of tasks seen: the
 memory batch has a fixed size, so only the example lengths of the tasks in memory
-change its cost. ``monitor_growth_ratio`` compares the monitoring time per step of
+change its cost. ``monitor_growth_ratio`` compares the median monitoring call of
 the stages with the most tasks in memory (the last third of the 15-task order)
 with that of the stages with the fewest (the 4-task order after its first task);
 ``monitor_per_token_growth_ratio`` does the same per token run. With shared prefixes
@@ -22,44 +24,98 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
-from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, run_trainer, target, threads,
-                      verdict, write_result)
+from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
+                      target, threads, verdict, write_result)
 
 NAME = "scaling"
 ORDERS = {"4_tasks": 1, "15_tasks": 4}
+PROBE_FEW_TASKS = 3
 
 
 def settings(quick: bool) -> dict:
     if quick:
-        return {"model": QUICK_MODEL, "steps": 8, "n_train": 64}
+        return {"model": QUICK_MODEL, "steps": 8, "n_train": 64, "probe_draws": 30}
     steps = int(os.environ.get("AIMMERGING_BENCH_SCALING_STEPS", "3"))
-    return {"model": FULL_MODEL, "steps": steps, "n_train": 200}
+    return {"model": FULL_MODEL, "steps": steps, "n_train": 200, "probe_draws": 4}
+
+
+def _history_batch(trainer) -> int:
+    return trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size
+
+
+def batch_tokens(trainer, examples: list) -> tuple[int, int, int]:
+    """(real, padded, run) tokens of a memory batch; run: what the history pass computes
+    (padding included, shared prefixes once when the history loss shares them)."""
+    from aimmerging.monitoring import history_shares_prefix
+    from aimmerging.prefix import can_share_prefix, tokens_run
+
+    shares = (history_shares_prefix(trainer.cfg, trainer.model) and not trainer.encoder.is_seq2seq
+              and can_share_prefix(trainer.model))
+    lens = [len(e.prompt) + len(e.answer) for e in trainer.encoder.encode(examples)]
+    padded = len(lens) * max(lens)
+    return sum(lens), padded, tokens_run(trainer.encoder.train_batch(examples)) if shares else padded
+
+
+def interleaved_probe(trainer, few_tasks: int, draws: int) -> dict:
+    """The history loss with the order's first ``few_tasks`` tasks in memory against all of
+    them, on the trained model, one call of each in turn (warm-up first).
+
+    Consecutive calls see the same machine: here a tiny-llama call moved between about 11
+    and 16 ms from one stage of a run to the next, so stage figures from two runs made one
+    after the other differ by up to 1.5x with no change in the work. Returns medians of
+    seconds per call and ms per 1000 run tokens for each side.
+    """
+    full = trainer.memory
+    sides = {"few_tasks": memory_subset(full, full.tasks[:few_tasks]), "all_tasks": full}
+    times: dict = {k: [] for k in sides}
+    tokens: dict = {k: [] for k in sides}
+    try:
+        for i in range(-1, draws):
+            for name, memory in sides.items():
+                trainer.memory = memory
+                t0 = time.perf_counter()
+                trainer.history_loss(("scaling_probe", i))
+                if i >= 0:
+                    times[name].append(time.perf_counter() - t0)
+                    ex = trainer.memory_batch("history", ("scaling_probe", i), _history_batch(trainer))
+                    tokens[name].append(batch_tokens(trainer, ex)[2])
+    finally:
+        trainer.memory = full
+    out = {k: {"tasks_in_memory": len(sides[k].tasks), "median_seconds_per_call": median(v),
+               "ms_per_1k_run_tokens": 1e6 * median(v) * len(v) / sum(tokens[k])}
+           for k, v in times.items()}
+    return {**out, "draws": draws}
 
 
 def _instrument(trainer, rows: list) -> None:
     """Wrap ``after_task`` to record each stage's memory batches (tokens) and the memory's size."""
-    from aimmerging.monitoring import history_shares_prefix
-    from aimmerging.prefix import can_share_prefix, tokens_run
-
     inner = trainer.method.after_task
-    hb = trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size
-    shares = (history_shares_prefix(trainer.cfg, trainer.model) and not trainer.encoder.is_seq2seq
-              and can_share_prefix(trainer.model))
+    hb = _history_batch(trainer)
+    calls: list = []          # seconds of each history-loss call of the current stage
+    history_loss = trainer.history_loss
 
+    def timed_history_loss(*a, **k):
+        t0 = time.perf_counter()
+        out = history_loss(*a, **k)
+        calls.append(time.perf_counter() - t0)
+        return out
+
+    trainer.history_loss = timed_history_loss
     def after_task(stage):
         real = padded = ran = 0
         steps = trainer.counters.get("train_steps", 0) - sum(r["steps_total"] for r in rows[-1:])
         for step in range(1, steps + 1) if len(trainer.memory) else ():
-            ex = trainer.memory_batch("history", (stage.index, step), hb)
-            lens = [len(e.prompt) + len(e.answer) for e in trainer.encoder.encode(ex)]
-            real, padded = real + sum(lens), padded + len(lens) * max(lens)
-            ran += tokens_run(trainer.encoder.train_batch(ex)) if shares else len(lens) * max(lens)
+            r, p, n = batch_tokens(trainer, trainer.memory_batch("history", (stage.index, step), hb))
+            real, padded, ran = real + r, padded + p, ran + n
         rows.append({"stage": stage.index + 1, "tasks_in_memory": len(trainer.memory.tasks),
                      "steps_total": trainer.counters.get("train_steps", 0),
                      "timing": dict(trainer.timing), "history_real_tokens": real,
-                     "history_padded_tokens": padded, "history_run_tokens": ran})
+                     "history_padded_tokens": padded, "history_run_tokens": ran,
+                     "monitor_median_seconds": median(calls) if calls else None})
+        calls.clear()
         inner(stage)
         mem = trainer.memory
         rows[-1].update({"memory_examples": len(mem),
@@ -79,8 +135,11 @@ def _stages(rows: list) -> list:
         out.append({"stage": r["stage"], "tasks_in_memory": r["tasks_in_memory"], "steps": steps,
                     "step_seconds": t.get("train_step_seconds", 0.0) / steps,
                     "monitor_seconds_per_step": mon / steps if r["tasks_in_memory"] else None,
+                    # the median call: robust to other jobs' bursts (a tiny model's call takes ms)
+                    "monitor_median_seconds_per_call": r["monitor_median_seconds"],
                     "monitor_ms_per_1k_run_tokens":
-                        1e6 * mon / r["history_run_tokens"] if r["history_run_tokens"] else None,
+                        1e6 * r["monitor_median_seconds"] * steps / r["history_run_tokens"]
+                        if r["history_run_tokens"] else None,
                     "history_padded_tokens_per_step": r["history_padded_tokens"] / steps,
                     "history_run_tokens_per_step": r["history_run_tokens"] / steps,
                     "memory_examples": r["memory_examples"],
@@ -103,7 +162,7 @@ def _one(s: dict, order: int, run_dir: Path) -> dict:
             "train_seconds_per_step": t["train_seconds"] / steps,
             "memory_examples": stages[-1]["memory_examples"],
             "memory_state_bytes": stages[-1]["memory_state_bytes"],
-            "memory_tokens": stages[-1]["memory_tokens"], "stages": stages}
+            "memory_tokens": stages[-1]["memory_tokens"], "stages": stages, "trainer": res["trainer"]}
 
 
 def run(quick: bool, output: Path) -> dict:
@@ -111,23 +170,32 @@ def run(quick: bool, output: Path) -> dict:
         s = settings(quick)
         with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
             res = {k: _one(s, o, Path(tmp) / k) for k, o in ORDERS.items()}
+            probe = interleaved_probe(res["15_tasks"]["trainer"], PROBE_FEW_TASKS, s["probe_draws"])
+            for r in res.values():
+                del r["trainer"]
     few = [st for st in res["4_tasks"]["stages"] if st["tasks_in_memory"]]
     many = res["15_tasks"]["stages"][-5:]
-    mon_few = median(st["monitor_seconds_per_step"] for st in few)
-    mon_many = median(st["monitor_seconds_per_step"] for st in many)
-    tok_few = median(st["monitor_ms_per_1k_run_tokens"] for st in few)
-    tok_many = median(st["monitor_ms_per_1k_run_tokens"] for st in many)
     a, b = res["4_tasks"], res["15_tasks"]
     figures = {
         "mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads,
                                                            "orders": ORDERS},
-        "monitor_growth_ratio": mon_many / mon_few,
-        "monitor_per_token_growth_ratio": tok_many / tok_few,
+        # targets: the interleaved probe (same model and moment, 3 tasks in memory vs 15)
+        "monitor_growth_ratio": (probe["all_tasks"]["median_seconds_per_call"]
+                                 / probe["few_tasks"]["median_seconds_per_call"]),
+        "monitor_per_token_growth_ratio": (probe["all_tasks"]["ms_per_1k_run_tokens"]
+                                           / probe["few_tasks"]["ms_per_1k_run_tokens"]),
+        "interleaved_probe": probe,
+        # for information: the stages of the two runs (stages 2-4 of order 1, the last 5 of order 4)
+        "in_run_monitor_growth_ratio":
+            median(st["monitor_median_seconds_per_call"] for st in many)
+            / median(st["monitor_median_seconds_per_call"] for st in few),
+        "in_run_monitor_per_token_growth_ratio":
+            median(st["monitor_ms_per_1k_run_tokens"] for st in many)
+            / median(st["monitor_ms_per_1k_run_tokens"] for st in few),
         "step_time_ratio": b["seconds_per_step"] / a["seconds_per_step"],
         "train_time_per_step_ratio": b["train_seconds_per_step"] / a["train_seconds_per_step"],
         "memory_bytes_ratio": b["memory_state_bytes"] / a["memory_state_bytes"],
         "memory_bytes_per_task": {k: v["memory_state_bytes"] / v["tasks"] for k, v in res.items()},
-        "monitor_seconds_per_step": {"4_tasks_stages_2_4": mon_few, "15_tasks_last_5_stages": mon_many},
         **res,
     }
     targets = {k: target(figures[k], "<=", 1.25)
@@ -135,9 +203,10 @@ def run(quick: bool, output: Path) -> dict:
     figures["targets"] = targets
     figures["summary"] = (
         f"scaling: step {a['seconds_per_step'] * 1e3:.0f} ms (4 tasks) vs "
-        f"{b['seconds_per_step'] * 1e3:.0f} ms (15 tasks); monitoring per step "
-        f"x{figures['monitor_growth_ratio']:.2f} with 10-14 tasks in memory vs 1-3 "
-        f"(x{figures['monitor_per_token_growth_ratio']:.2f} per token); memory "
+        f"{b['seconds_per_step'] * 1e3:.0f} ms (15 tasks); monitoring per call "
+        f"x{figures['monitor_growth_ratio']:.2f} with 15 tasks in memory vs {PROBE_FEW_TASKS} "
+        f"(x{figures['monitor_per_token_growth_ratio']:.2f} per token; in the runs' stages, 10-14 "
+        f"vs 1-3: x{figures['in_run_monitor_growth_ratio']:.2f}); memory "
         f"{a['memory_state_bytes'] / 1024:.0f} KiB vs {b['memory_state_bytes'] / 1024:.0f} KiB "
         f"({a['memory_examples']} vs {b['memory_examples']} examples); {verdict(targets)}")
     write_result(output, NAME, figures)
