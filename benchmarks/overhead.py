@@ -183,11 +183,22 @@ def per_example_losses(trainer, precision: str) -> list[tuple[float, int]]:
     return out
 
 
-def false_activation_rates(losses: list[tuple[float, int]], sizes, calib_steps: int, gamma: float,
-                           trials: int = 20000, seed: int = 0) -> dict:
-    """P(one step's history loss > ``gamma`` x the mean of ``calib_steps`` calibration losses)
-    when every loss is a fresh memory batch at fixed parameters (SPEC.md: the forgetting
-    signal's threshold): activations that sampling alone would cause, per monitored step."""
+def sampling_activations(losses: list[tuple[float, int]], sizes, controller_config,
+                         trials: int = 5000, seed: int = 0) -> dict:
+    """What the merge controller does with history losses that only sampling moves.
+
+    Each trial runs one merge interval of a fresh :class:`~aimmerging.controller.MergeController`
+    (the run's settings, S = s_init) on losses of fresh memory batches of ``b`` of ``losses``
+    (per example: summed answer-token loss and token count; a batch's loss is token-weighted,
+    as the history pass's) until it merges. Per memory batch ``b``: ``per_step``, the share
+    of monitored steps after calibration whose loss crosses the forgetting threshold
+    (gamma_forget x the calibration mean); ``activated_merges``, the share of intervals that
+    merge with at least one activation, hence alpha_past > 0 (SPEC.md on_merge step 3), where
+    losses at fixed parameters should defer the merge to the 2S limit with none;
+    ``early_merges``, the share that merge before S.
+    """
+    from aimmerging.controller import MergeController
+
     rng = random.Random(seed)
 
     def draw(b: int) -> float:
@@ -196,28 +207,48 @@ def false_activation_rates(losses: list[tuple[float, int]], sizes, calib_steps: 
 
     out = {}
     for b in sizes:
-        hits = 0
+        hits = monitored = activated = early = 0
         for _ in range(trials):
-            delta = gamma * statistics.fmean(draw(b) for _ in range(calib_steps))
-            hits += draw(b) > delta
-        out[str(b)] = hits / trials
+            ctl = MergeController(controller_config)
+            s = ctl.interval
+            while True:
+                before, calibrating = ctl.activations, ctl.threshold is None
+                merged = ctl.observe(draw(b))
+                if not calibrating:
+                    monitored += 1
+                    hits += ctl.activations > before
+                if merged:
+                    activated += ctl.activations > 0
+                    early += ctl.steps_since_merge < s
+                    break
+        out[str(b)] = {"per_step": hits / monitored if monitored else float("nan"),
+                       "activated_merges": activated / trials, "early_merges": early / trials}
     return out
 
 
 def signal_noise(trainer) -> dict:
-    """The forgetting signal's sampling noise by memory batch (:func:`false_activation_rates`,
-    from per-example losses over the whole memory), and how far bfloat16 moves the losses."""
-    cfg = trainer.cfg.method
-    calib = max(1, (2 * cfg.s_init) // 3)
+    """The forgetting signal's sampling noise by memory batch (:func:`sampling_activations`,
+    from every memory example's loss at the trained parameters, in the run's precision), with
+    the memory as while the run's last task trained (``during_last_task``: the earlier tasks'
+    examples) and as a next task would start (``all_tasks``); and how far bfloat16 moves each
+    example's loss."""
+    from aimmerging.controller import ControllerConfig
+    from aimmerging.monitoring import history_dtype
+
+    config = getattr(trainer.method, "controller_config", None) or ControllerConfig()
+    memory = trainer.memory
+    n_last = len(memory.examples(memory.tasks[-1:]))
     exact, low = (per_example_losses(trainer, p) for p in PRECISIONS)
     diffs = [abs(a[0] / a[1] - b[0] / b[1]) for a, b in zip(exact, low)]
-    mean = sum(r[0] for r in exact) / sum(r[1] for r in exact)
-    return {"memory_examples": len(exact), "calibration_steps": calib, "gamma_forget": cfg.gamma_forget,
-            "loss_mean": mean,
-            "false_activation_per_step": false_activation_rates(exact, HISTORY_BATCH_SIZES, calib,
-                                                                cfg.gamma_forget),
-            "false_activation_per_step_bfloat16": false_activation_rates(
-                low, HISTORY_BATCH_SIZES, calib, cfg.gamma_forget),
+    low_used = history_dtype(trainer.cfg.method.history_precision, trainer.model) is not None
+    used = low if low_used else exact
+    memories = {"during_last_task": used[:len(used) - n_last], "all_tasks": used}
+    return {"precision": "bfloat16" if low_used else "model",
+            "interval": config.s_init, "gamma_forget": config.gamma_forget, "f_max": config.f_max,
+            **{name: {"memory_examples": len(ls),
+                      "loss_mean": sum(r[0] for r in ls) / sum(r[1] for r in ls),
+                      "sampling_activations": sampling_activations(ls, HISTORY_BATCH_SIZES, config)}
+               for name, ls in memories.items() if ls},
             "bfloat16_max_abs_example_loss_difference": max(diffs),
             "bfloat16_mean_abs_example_loss_difference": statistics.fmean(diffs)}
 
@@ -314,11 +345,12 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
     }
     hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
     precision = "bfloat16" if used is not None else "model precision"
-    rates = noise["false_activation_per_step" + ("_bfloat16" if used is not None else "")]
+    noisy = noise.get("during_last_task", noise["all_tasks"])["sampling_activations"].get(str(hb), {})
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
                f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}, "
-               f"{precision}; false activations {rates.get(str(hb), math.nan):.1%} "
-               f"of steps at fixed parameters; "
+               f"{precision}; at fixed parameters sampling alone activates the forgetting signal on "
+               f"{noisy.get('per_step', math.nan):.1%} of steps and in "
+               f"{noisy.get('activated_merges', math.nan):.0%} of merge intervals; "
                f"prefix sharing {sharing['first_task']['plain_to_shared_ratio']:.2f}x with one task in "
                f"memory, {sharing['all_tasks']['plain_to_shared_ratio']:.2f}x with all), "
                f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "

@@ -78,13 +78,21 @@ def test_summary_keeps_the_entries_of_benchmarks_not_rerun(tmp_path):
         assert bench._previous_entries(path, "full") == {}
 
 
-def test_false_activation_rates_count_threshold_crossings_by_sampling_alone():
-    rates_of = bench.load_benchmark("overhead").false_activation_rates
-    flat = [(1.0, 1)] * 10
-    assert rates_of(flat, (1, 4), calib_steps=5, gamma=2.0, trials=500) == {"1": 0.0, "4": 0.0}
+def test_sampling_activations_run_the_controller_on_sampled_losses():
+    from aimmerging.controller import ControllerConfig
+
+    simulate = bench.load_benchmark("overhead").sampling_activations
+    config = ControllerConfig()                    # S = 8: calibration over 5 steps, 2S = 16
+    flat = simulate([(1.0, 1)] * 10, (1, 4), config, trials=300)
+    assert all(r == {"per_step": 0.0, "activated_merges": 0.0, "early_merges": 0.0}
+               for r in flat.values())
     # one example of ten has loss 100, the others 1 (one answer token each): a batch of one
     # crosses 2x the calibration mean whenever it draws it, unless 3+ of 5 calibration draws did
     spiky = [(100.0, 1)] + [(1.0, 1)] * 9
-    rates = rates_of(spiky, (1, 10), calib_steps=5, gamma=2.0, trials=20000)
-    assert rates["1"] == pytest.approx(0.1 * 0.9914, abs=0.008)
-    assert rates["10"] == 0.0                     # the whole memory: the mean never moves
+    rates = simulate(spiky, (1, 10), config, trials=20000)
+    calm = 1 - (10 * 0.1 ** 3 * 0.9 ** 2 + 5 * 0.1 ** 4 * 0.9 + 0.1 ** 5)   # <= 2 in calibration
+    assert rates["1"]["per_step"] == pytest.approx(0.0987, abs=0.006)
+    # an activation in monitored steps 6-16 makes the merge carry alpha_past > 0
+    assert rates["1"]["activated_merges"] == pytest.approx(calm * (1 - 0.9 ** 11), abs=0.015)
+    assert rates["1"]["early_merges"] == 0.0       # F_max = 3 activations need 3 steps before S
+    assert rates["10"]["activated_merges"] == 0.0  # the whole memory: the mean never moves

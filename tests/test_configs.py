@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from aimmerging.config import load_config
+from aimmerging.errors import ConfigError
 from aimmerging.data.registry import ORDERS
 from aimmerging.runner import task_order
 
@@ -71,3 +72,23 @@ def test_a_run_saved_before_a_new_key_resumes_at_its_default(tmp_path):
     check_run_dir(run, cfg, resume=True, overwrite=False)
     changed = load_config(CONFIGS / "smoke.yaml", ["model.dtype=bfloat16"])
     assert config_difference(old, changed)[0] == "model.dtype"
+
+
+def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
+    import yaml
+
+    from aimmerging.config import dump_config
+    from aimmerging.runner import check_run_dir, config_difference
+
+    cfg = load_config(CONFIGS / "smoke.yaml")               # history_precision: auto
+    old = yaml.safe_load(dump_config(cfg))
+    del old["method"]["history_precision"]                  # saved before the key existed
+    assert config_difference(old, cfg) == ("method.history_precision", "model", "auto")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="method.history_precision is 'auto' here but 'model'"):
+        check_run_dir(run, cfg, resume=True, overwrite=False)
+    same = load_config(CONFIGS / "smoke.yaml", ["method.history_precision=model"])
+    assert config_difference(old, same) is None
+    check_run_dir(run, same, resume=True, overwrite=False)

@@ -177,6 +177,22 @@ def test_history_loss_in_bfloat16_is_close_to_the_model_precision(tmp_path):
     assert first[2] == first[1]
 
 
+def test_auto_precision_and_shared_prefixes_together(tmp_path, monkeypatch):
+    """What a SmolLM2-sized model gets on a CPU with native bfloat16, on tiny-llama."""
+    import aimmerging.monitoring as monitoring
+
+    monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
+    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    auto, _ = _run(tmp_path / "auto", "aimmerging")
+    low, _ = _run(tmp_path / "bf16", "aimmerging", history_precision="bfloat16",
+                  history_share_prefix=False)
+    first = [next(float(r["history_loss"]) for r in _rows(d / "signals.csv") if r["history_loss"])
+             for d in (auto, low)]
+    assert first[0] == pytest.approx(first[1], rel=1e-3)    # shared prefixes: rounding only
+    assert "bfloat16 autocast (method.history_precision: auto), shared prefixes" in \
+        (auto / "run.log").read_text()
+
+
 def test_training_with_shared_prefixes_follows_the_plain_run_without_dropout(tmp_path, monkeypatch):
     import aimmerging.loop as loop
 

@@ -33,9 +33,17 @@ def test_auto_needs_a_large_float32_model_on_native_bfloat16_hardware(monkeypatc
     assert history_dtype("auto", net) is None                  # already low precision
 
 
-def test_native_bfloat16_is_false_off_cpu_and_cuda():
+def test_native_bfloat16_asks_for_the_instructions_not_the_emulation(monkeypatch):
     assert monitoring.native_bfloat16(torch.device("meta")) is False
-    assert isinstance(monitoring.native_bfloat16(torch.device("cpu")), bool)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert monitoring.native_bfloat16(torch.device("cpu")) is False    # plain AVX512: emulated
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert monitoring.native_bfloat16(torch.device("cpu")) is True
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **k: asked.append(k) or False)
+    assert monitoring.native_bfloat16(torch.device("cuda")) is False
+    assert asked == [{"including_emulation": False}]
 
 
 def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():

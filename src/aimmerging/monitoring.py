@@ -5,9 +5,10 @@ no gradient, dropout off) is a forward pass as long as a training step's forward
 at every step of every task after the first: at the paper's memory batch it is about a
 third of a LoRA training step on a CPU (``aimmerging bench --only overhead``). Nothing
 flows back from it, and the controller compares it only with ``gamma_forget`` (2) times
-its own calibration mean, so it need not be computed in float32: in bfloat16 the
-per-example losses of SmolLM2-135M move by at most 0.05 (mean 1.5) and the pass is 1.5-1.8x
-faster on a CPU with AVX512-BF16 (measured by the overhead benchmark's ``precision`` probe).
+its own calibration mean, so it need not be computed in float32: in bfloat16 each memory
+example's loss under SmolLM2-135M moves by a few hundredths (losses about 1), and the pass is
+1.5-1.8x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead``:
+``history_batch_sweep`` and ``signal_noise``).
 
 ``method.history_precision``:
 
@@ -37,16 +38,15 @@ def history_shares_prefix(cfg, model) -> bool:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` runs bfloat16 matrix products natively: a CUDA GPU that supports
-    bfloat16, or a CPU whose oneDNN has bfloat16 kernels (AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.backends.mkldnn.is_available()
-                        and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):   # a torch build without the probe
-            return False
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bfloat16 units (Ampere or
+    later; not emulated), or a CPU with AVX512-BF16 or AMX instructions."""
+    try:
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        if device.type == "cpu":
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError, TypeError):   # a torch build without these probes
+        return False
     return False
 
 
@@ -64,6 +64,15 @@ def history_dtype(setting: str, model) -> torch.dtype | None:
     if getattr(inner, "dtype", None) != torch.float32 or not sharing_pays(model):
         return None
     return torch.bfloat16 if native_bfloat16(inner.device) else None
+
+
+def describe_history_pass(cfg, model) -> str:
+    """One line for the run log: the memory batch, the precision and the prefix sharing."""
+    size = cfg.method.history_batch_size or cfg.train.batch_size
+    setting = cfg.method.history_precision
+    precision = "bfloat16 autocast" if history_dtype(setting, model) else "model precision"
+    shared = "shared prefixes" if history_shares_prefix(cfg, model) else "plain batch"
+    return f"memory batch {size}, {precision} (method.history_precision: {setting}), {shared}"
 
 
 def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:

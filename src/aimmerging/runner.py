@@ -100,6 +100,12 @@ RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
                      ("single_task_scores",)}
 
 
+#: keys added since runs were first saved whose default changes what such a run did: a
+#: saved config without the key ran as this value (the history loss in float32 before
+#: ``method.history_precision``), so resuming it under the new default is refused
+EARLIER_BEHAVIOUR = {("method", "history_precision"): "model"}
+
+
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` already holds (part of) a run."""
     return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
@@ -143,11 +149,15 @@ def config_difference(old, cfg: RunConfig):
 
     The saved config (a dict read from a run's ``config.yaml``) is validated first, so
     that keys added to the config since the run was made count at their defaults, which
-    keep the earlier behaviour. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
+    keep the earlier behaviour, or at their ``EARLIER_BEHAVIOUR`` value where the default
+    does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
     """
     from .config import build_config
 
     saved = old if isinstance(old, dict) else {}
+    for (section, key), value in EARLIER_BEHAVIOUR.items():
+        if isinstance(saved.get(section), dict) and key not in saved[section]:
+            saved = {**saved, section: {**saved[section], key: value}}
     try:
         saved = build_config(saved).model_dump(mode="json")
     except ConfigError:          # build_config's only error: compare the raw dict instead
@@ -262,8 +272,10 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     log.info("run %s: method %s, %d tasks (%s), model %s", run_dir, cfg.method.name, len(tasks),
              ", ".join(t.info.name for t in tasks), cfg.model.name)
     from .loop import ContinualTrainer
+    from .monitoring import describe_history_pass
 
     trainer = ContinualTrainer(cfg, run_dir, tasks, accelerator=accelerator, progress=progress)
+    log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
     metrics = trainer.run(resume=resume)
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
              _fmt(metrics.get("fwt")))
