@@ -15,10 +15,10 @@ Then, on the trained model, the history loss is timed at memory batches of 8, 4,
 and 1 and its sampling noise (standard deviation over independent draws at fixed
 parameters) is reported for each, as the model runs and under bfloat16 autocast
 (``method.history_precision``, :mod:`aimmerging.monitoring`): a smaller memory batch is
-cheaper but noisier. ``signal_noise`` turns that noise into what the controller sees:
-from every memory example's loss, the share of monitored steps whose loss would cross
-the forgetting threshold (gamma_forget x the calibration mean) by sampling alone, by
-memory batch, and how far bfloat16 moves each example's loss.
+cheaper but noisier. ``signal_noise`` turns that noise into what the controller does:
+from every memory example's loss, the real merge controller runs on freshly drawn memory
+batches at fixed parameters, so that every forgetting activation is sampling alone
+(:func:`sampling_activations`); and how far bfloat16 moves each example's loss.
 The run's own memory batch is also timed with and without shared-prefix passes
 (``prefix_sharing``: the history loss runs each task's instruction once, ``aimmerging.prefix``),
 with every task in memory and with the first task's examples alone.
@@ -195,7 +195,8 @@ def sampling_activations(losses: list[tuple[float, int]], sizes, controller_conf
     (gamma_forget x the calibration mean); ``activated_merges``, the share of intervals that
     merge with at least one activation, hence alpha_past > 0 (SPEC.md on_merge step 3), where
     losses at fixed parameters should defer the merge to the 2S limit with none;
-    ``early_merges``, the share that merge before S.
+    ``early_merges``, the share that merge before S. An interval that has not merged after
+    4 x S steps (possible only without the 2S limit, e.g. the -LS ablation) ends unmerged.
     """
     from aimmerging.controller import MergeController
 
@@ -211,7 +212,7 @@ def sampling_activations(losses: list[tuple[float, int]], sizes, controller_conf
         for _ in range(trials):
             ctl = MergeController(controller_config)
             s = ctl.interval
-            while True:
+            for _ in range(4 * s):
                 before, calibrating = ctl.activations, ctl.threshold is None
                 merged = ctl.observe(draw(b))
                 if not calibrating:

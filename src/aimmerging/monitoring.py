@@ -7,7 +7,7 @@ third of a LoRA training step on a CPU (``aimmerging bench --only overhead``). N
 flows back from it, and the controller compares it only with ``gamma_forget`` (2) times
 its own calibration mean, so it need not be computed in float32: in bfloat16 each memory
 example's loss under SmolLM2-135M moves by a few hundredths (losses about 1), and the pass is
-1.5-1.8x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead``:
+about 1.5x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead``:
 ``history_batch_sweep`` and ``signal_noise``).
 
 ``method.history_precision``:
@@ -15,10 +15,11 @@ example's loss under SmolLM2-135M moves by a few hundredths (losses about 1), an
 - ``"model"``: the pass runs as the model does (its dtype, and Accelerate's mixed
   precision when one is set);
 - ``"bfloat16"``: under ``torch.autocast(dtype=bfloat16)`` on the model's device;
-- ``"auto"`` (default): bfloat16 when the model's floating-point parameters are all
-  float32, it has at least :data:`~aimmerging.prefix.MIN_SHARING_PARAMETERS` parameters
-  (a tiny model's pass is per-operation cost, which autocast's casts only add to) and its
-  device computes bfloat16 natively (:func:`native_bfloat16`); otherwise ``"model"``.
+- ``"auto"`` (default): bfloat16 when the backbone's weights are float32 (the LoRA
+  adapter always is), the model has at least
+  :data:`~aimmerging.prefix.MIN_SHARING_PARAMETERS` parameters (a tiny model's pass is
+  per-operation cost, which autocast's casts only add to) and its device computes
+  bfloat16 natively (:func:`native_bfloat16`); otherwise ``"model"``.
 """
 
 from __future__ import annotations
