@@ -190,6 +190,9 @@ def write_result(output: Path, name: str, figures: dict) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     figures = {"benchmark": name, **figures}
     figures.setdefault("machine", machine())
+    used = figures.get("settings", {}).get("torch_threads", figures.get("settings", {}).get("threads"))
+    if used:        # the count the benchmark ran at, not the count restored after it
+        figures["machine"]["torch_threads"] = used
     (output / f"{name}.json").write_text(json.dumps(rnd(figures), indent=2) + "\n", encoding="utf-8")
     return figures
 

@@ -87,7 +87,9 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    with pytest.raises(ConfigError, match="method.history_precision is 'auto' here but 'model'"):
+    with pytest.raises(ConfigError, match="written before method.history_precision existed, and "
+                       "the run ran as method.history_precision=model; resume with "
+                       "--set method.history_precision=model"):
         check_run_dir(run, cfg, resume=True, overwrite=False)
     same = load_config(CONFIGS / "smoke.yaml", ["method.history_precision=model"])
     assert config_difference(old, same) is None

@@ -133,6 +133,11 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
         diff = config_difference(old, cfg)
         if diff is not None:
             key, then, now = diff
+            section, _, name = key.partition(".")
+            block = old.get(section) if isinstance(old, dict) else None
+            if (section, name) in EARLIER_BEHAVIOUR and isinstance(block, dict) and name not in block:
+                raise ConfigError(f"--resume: {saved} was written before {key} existed, and the "
+                                  f"run ran as {key}={then}; resume with --set {key}={then}")
             raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
                               f"resume with the run's own config (or use --overwrite)")
     from . import checkpoint as ckpt
