@@ -190,7 +190,8 @@ def write_result(output: Path, name: str, figures: dict) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     figures = {"benchmark": name, **figures}
     figures.setdefault("machine", machine())
-    used = figures.get("settings", {}).get("torch_threads", figures.get("settings", {}).get("threads"))
+    settings = figures.get("settings", {})
+    used = settings.get("torch_threads", settings.get("threads"))
     if used:        # the count the benchmark ran at, not the count restored after it
         figures["machine"]["torch_threads"] = used
     (output / f"{name}.json").write_text(json.dumps(rnd(figures), indent=2) + "\n", encoding="utf-8")
@@ -210,12 +211,12 @@ class threads:
     torch's default OpenMP threads wait for each other at every operation (measured
     here on 2 busy cores: 7 ms per element-wise op, a SmolLM2 prefill of 16x128 tokens
     17.5 s with 2 threads against 7.5 s with 1), which swamps the work being compared.
-    ``AIMMERGING_BENCH_THREADS=0`` keeps torch's default.
+    ``AIMMERGING_BENCH_THREADS=0`` keeps torch's default; ``n`` sets the count regardless.
     """
 
-    def __init__(self, quick: bool = True):
+    def __init__(self, quick: bool = True, n: Optional[int] = None):
         env = os.environ.get("AIMMERGING_BENCH_THREADS", "1")
-        self.n = int(env) if env.strip() else 1
+        self.n = n if n is not None else (int(env) if env.strip() else 1)
 
     def __enter__(self):
         import torch

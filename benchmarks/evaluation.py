@@ -157,12 +157,8 @@ def run(quick: bool, output: Path) -> dict:
         main["load_average_1min_before_after"] = [load0, os.getloadavg()[0]]
     other = None
     if not quick and n_threads != 1:
-        saved = torch.get_num_threads()
-        torch.set_num_threads(1)     # one thread, for information (one round)
-        try:
+        with threads(n=1):     # one thread, for information (one round)
             other = _measure(model, enc, tasks, bs, mnt, bb.is_seq2seq)
-        finally:
-            torch.set_num_threads(saved)
     n = main["examples"]
     figures = {"mode": "quick" if quick else "full",
                "settings": {**s, "torch_threads": n_threads, "examples": n, "device": device,

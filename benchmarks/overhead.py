@@ -313,7 +313,7 @@ def run(quick: bool, output: Path) -> dict:
 
 
 def _run(quick: bool, output: Path, n_threads: int) -> dict:
-    from aimmerging.monitoring import history_dtype
+    from aimmerging.monitoring import history_batch_size, history_dtype
     from aimmerging.runner import load_tasks
 
     s = settings(quick)
@@ -344,7 +344,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         "merge_to_main_ratio": target(ratios["merge_to_main_ratio"], "<=", 0.01),
         "run_to_step_budget_ratio": target(ratios["run_to_step_budget_ratio"], "<=", 1.05),
     }
-    hb = _config(s, "aimmerging").method.history_batch_size or _config(s, "aimmerging").train.batch_size
+    hb = history_batch_size(_config(s, "aimmerging"))
     precision = "bfloat16" if used is not None else "model precision"
     noisy = noise.get("during_last_task", noise["all_tasks"])["sampling_activations"].get(str(hb), {})
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "

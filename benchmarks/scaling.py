@@ -11,10 +11,12 @@ shared prefixes are run once), and the memory's size (examples, bytes of its sta
 
 The monitoring cost per step must not grow with the number of tasks seen: the
 memory batch has a fixed size, so only the example lengths of the tasks in memory
-change its cost. ``monitor_growth_ratio`` compares the median monitoring call of
-the stages with the most tasks in memory (the last third of the 15-task order)
-with that of the stages with the fewest (the 4-task order after its first task);
-``monitor_per_token_growth_ratio`` does the same per token run. With shared prefixes
+change its cost. ``monitor_growth_ratio`` (a target) compares, on the 15-task run's
+trained model, the median history-loss call with all 15 tasks in memory against the
+first 3, calls alternating (:func:`interleaved_probe`); ``monitor_per_token_growth_ratio``
+does the same per token run. ``in_run_monitor_growth_ratio`` (information) compares the
+median call of the stages with the most tasks in memory (the last third of the 15-task
+order) with that of the stages with the fewest (the 4-task order after its first task). With shared prefixes
 (``method.history_share_prefix``) a memory batch from few tasks runs fewer tokens, so
 the time per step grows a little with the tasks in memory, up to one plain pass.
 """
@@ -42,10 +44,6 @@ def settings(quick: bool) -> dict:
     return {"model": FULL_MODEL, "steps": steps, "n_train": 200, "probe_draws": 4}
 
 
-def _history_batch(trainer) -> int:
-    return trainer.cfg.method.history_batch_size or trainer.cfg.train.batch_size
-
-
 def batch_tokens(trainer, examples: list) -> tuple[int, int, int]:
     """(real, padded, run) tokens of a memory batch; run: what the history pass computes
     (padding included, shared prefixes once when the history loss shares them)."""
@@ -68,6 +66,8 @@ def interleaved_probe(trainer, few_tasks: int, draws: int) -> dict:
     after the other differ by up to 1.5x with no change in the work. Returns medians of
     seconds per call and ms per 1000 run tokens for each side.
     """
+    from aimmerging.monitoring import history_batch_size
+
     full = trainer.memory
     sides = {"few_tasks": memory_subset(full, full.tasks[:few_tasks]), "all_tasks": full}
     times: dict = {k: [] for k in sides}
@@ -80,7 +80,8 @@ def interleaved_probe(trainer, few_tasks: int, draws: int) -> dict:
                 trainer.history_loss(("scaling_probe", i))
                 if i >= 0:
                     times[name].append(time.perf_counter() - t0)
-                    ex = trainer.memory_batch("history", ("scaling_probe", i), _history_batch(trainer))
+                    ex = trainer.memory_batch("history", ("scaling_probe", i),
+                                              history_batch_size(trainer.cfg))
                     tokens[name].append(batch_tokens(trainer, ex)[2])
     finally:
         trainer.memory = full
@@ -92,8 +93,10 @@ def interleaved_probe(trainer, few_tasks: int, draws: int) -> dict:
 
 def _instrument(trainer, rows: list) -> None:
     """Wrap ``after_task`` to record each stage's memory batches (tokens) and the memory's size."""
+    from aimmerging.monitoring import history_batch_size
+
     inner = trainer.method.after_task
-    hb = _history_batch(trainer)
+    hb = history_batch_size(trainer.cfg)
     calls: list = []          # seconds of each history-loss call of the current stage
     history_loss = trainer.history_loss
 
@@ -104,6 +107,7 @@ def _instrument(trainer, rows: list) -> None:
         return out
 
     trainer.history_loss = timed_history_loss
+
     def after_task(stage):
         real = padded = ran = 0
         steps = trainer.counters.get("train_steps", 0) - sum(r["steps_total"] for r in rows[-1:])

@@ -30,7 +30,7 @@ from .losses import batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, load_backbone, resolve_mixed_precision
-from .monitoring import history_autocast, history_shares_prefix
+from .monitoring import history_autocast, history_batch_size, history_shares_prefix
 from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
 
@@ -126,8 +126,7 @@ class ContinualTrainer:
     def history_loss(self, key: tuple) -> float:
         """Mean loss on one memory batch, no gradient, dropout off; averaged over ranks (SPEC.md)."""
         t0 = time.perf_counter()
-        examples = self.memory_batch("history", key, self.cfg.method.history_batch_size
-                                     or self.cfg.train.batch_size)
+        examples = self.memory_batch("history", key, history_batch_size(self.cfg))
         if examples is None:
             return float("nan")
         self.model.eval()

@@ -32,6 +32,11 @@ from .losses import _unwrap
 from .prefix import sharing_pays
 
 
+def history_batch_size(cfg) -> int:
+    """The memory batch of the history loss: ``method.history_batch_size``, else the batch size."""
+    return cfg.method.history_batch_size or cfg.train.batch_size
+
+
 def history_shares_prefix(cfg, model) -> bool:
     """``method.history_share_prefix`` resolved: ``"auto"`` shares when :func:`sharing_pays`."""
     share = cfg.method.history_share_prefix
@@ -69,11 +74,10 @@ def history_dtype(setting: str, model) -> torch.dtype | None:
 
 def describe_history_pass(cfg, model) -> str:
     """One line for the run log: the memory batch, the precision and the prefix sharing."""
-    size = cfg.method.history_batch_size or cfg.train.batch_size
     setting = cfg.method.history_precision
     precision = "bfloat16 autocast" if history_dtype(setting, model) else "model precision"
     shared = "shared prefixes" if history_shares_prefix(cfg, model) else "plain batch"
-    return f"memory batch {size}, {precision} (method.history_precision: {setting}), {shared}"
+    return f"memory batch {history_batch_size(cfg)}, {precision} (method.history_precision: {setting}), {shared}"
 
 
 def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:
