@@ -128,3 +128,29 @@ def test_shared_prefix_generation_matches_unshared_and_embeds_fewer_tokens():
     assert len(set(shared)) == len(inputs)
     # the shared prefix (BOS + definition) is embedded once, not once per prompt
     assert n_plain - n_shared == (len(inputs) - 1) * (len(definition) + len(enc.prefix))
+
+
+def test_generation_projects_only_the_last_position_from_a_contiguous_copy():
+    from aimmerging.evaluation import generate
+
+    bb = load_backbone("tiny-llama")
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    enc = Encoder(bb.tokenizer, False, max_input_tokens=64)
+    inputs = ["Definition: topic. goal!\nAnswer:", "Definition: topic. a comet was seen\nAnswer:"]
+    seen = []
+    hook = bb.model.get_output_embeddings().register_forward_hook(
+        lambda m, args, out: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        ours = generate(bb.model, enc, inputs, batch_size=2, max_new_tokens=4, share_prefix=False)
+    finally:
+        hook.remove()
+    assert seen and all(shape[:2] == (2, 1) and contiguous for shape, contiguous in seen)
+    # the same predictions as transformers' own generate (logits_to_keep=1), one prompt at a time
+    for text, ids in zip(ours, enc.encode_prompts(inputs)):
+        out = bb.model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False,
+                                pad_token_id=enc.pad_id, eos_token_id=enc.eos_id)
+        assert text == bb.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
