@@ -51,18 +51,22 @@ def test_grouped_loss_runs_each_shared_prefix_once():
     net.eval()
     enc = Encoder(backbone.tokenizer, is_seq2seq=False, max_input_tokens=256)
     batch = enc.train_batch(MIXED)
-    tokens = []
+    tokens, projected = [], []
     embed = net.get_base_model().get_input_embeddings()
-    handle = embed.register_forward_hook(lambda m, a, out: tokens.append(a[0].numel()))
+    handles = [embed.register_forward_hook(lambda m, a, out: tokens.append(a[0].numel())),
+               net.get_base_model().get_output_embeddings().register_forward_hook(
+                   lambda m, a, out: projected.append((a[0].shape[1], a[0].is_contiguous())))]
     try:
         with torch.no_grad():
             grouped_loss(net, batch)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     real = int(batch["attention_mask"].sum())
     assert sum(tokens) == tokens_run(batch)  # what the scaling benchmark counts
     assert len(tokens) == 3                 # the two prefixes, the rows on top of them, the plain row
     assert sum(tokens) < 0.8 * real         # padding included; the plain batch runs more than real
+    assert projected[0] == (0, True)        # the prefix pass projects no position onto the vocabulary
 
 
 def assert_same_loss_and_gradients(backbone, net):

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from .batching import Encoder
-from .losses import accepts_logits_to_keep
+from .losses import accepts_logits_to_keep, no_logits
 from .prefix import MIN_SHARED_PREFIX, shared_prefix_length
 
 
@@ -67,7 +67,7 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
     try:
         if p_len >= MIN_SHARED_PREFIX:
             prefix = torch.tensor([prompts[0][:p_len]], device=device)
-            keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+            keep = {"logits_to_keep": no_logits(device)} if accepts_logits_to_keep(model) else {}
             prefix_cache = getattr(model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                                          use_cache=True, **keep), "cache", None)
         for start in range(0, len(order), batch_size):
