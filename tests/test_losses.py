@@ -82,3 +82,16 @@ def test_seq2seq_and_opt_out_use_the_models_own_loss(answer_only):
     enc = Encoder(backbone.tokenizer, is_seq2seq=True, max_input_tokens=64)
     batch = enc.train_batch(EXAMPLES)
     torch.testing.assert_close(batch_loss(net, batch, True, answer_only), net(**batch).loss)
+
+
+def test_cache_only_and_last_position_logits_keep_integers_for_kv_shared_models():
+    from aimmerging.losses import last_logits_only, no_logits
+
+    _, net = lora("tiny-llama")
+    cpu = torch.device("cpu")
+    assert no_logits(net, cpu).numel() == 0                         # no position projected
+    assert last_logits_only(net, cpu)["logits_to_keep"].tolist() == [-1]
+    # Gemma 4's KV-shared layers run only the kept positions for an integer logits_to_keep
+    net.get_base_model().config.num_kv_shared_layers = 1
+    assert no_logits(net, cpu) == 1
+    assert last_logits_only(net, cpu) == {}

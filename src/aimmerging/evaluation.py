@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from .batching import Encoder
-from .losses import accepts_logits_to_keep, no_logits
+from .losses import accepts_logits_to_keep, last_logits_only, no_logits
 from .prefix import MIN_SHARED_PREFIX, shared_prefix_length
 
 
@@ -63,11 +63,11 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
     tok = encoder.tokenizer
     p_len = 0 if encoder.is_seq2seq or not share_prefix else shared_prefix_length(prompts)
     prefix_cache = None
-    last_logits = _last_logits_only(model, device) if not encoder.is_seq2seq else {}
+    last_logits = last_logits_only(model, device) if not encoder.is_seq2seq else {}
     try:
         if p_len >= MIN_SHARED_PREFIX:
             prefix = torch.tensor([prompts[0][:p_len]], device=device)
-            keep = {"logits_to_keep": no_logits(device)} if accepts_logits_to_keep(model) else {}
+            keep = {"logits_to_keep": no_logits(model, device)} if accepts_logits_to_keep(model) else {}
             prefix_cache = getattr(model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                                          use_cache=True, **keep), "cache", None)
         for start in range(0, len(order), batch_size):
@@ -94,15 +94,3 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
         model.train(was_training)
     return preds
 
-
-def _last_logits_only(model, device: torch.device) -> dict:
-    """``generate``'s ``logits_to_keep`` as a one-element index tensor (the last position).
-
-    ``generate`` passes ``logits_to_keep=1`` by default, and a causal LM slices
-    ``hidden_states[:, -1:, :]``: a strided view, which ``torch.matmul`` multiplies with the
-    vocabulary projection as a batched product against one copy of the weight per row: on a
-    CPU about 4x a plain product at SmolLM2's 49,152 tokens and a batch of 16, 6% of a
-    batched evaluation on one thread (measured here). Indexing with a tensor copies the last position into a contiguous ``[batch, 1, hidden]`` instead; the
-    logits are the same. Empty for models whose ``forward`` takes no ``logits_to_keep``.
-    """
-    return {"logits_to_keep": torch.tensor([-1], device=device)} if accepts_logits_to_keep(model) else {}

@@ -55,14 +55,39 @@ def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
     return torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(dim=0)).flatten()
 
 
-def no_logits(device: torch.device) -> torch.Tensor:
-    """``logits_to_keep`` for a pass run for its KV cache only: no position (an empty index tensor).
+def _skips_unkept_positions(model) -> bool:
+    """Whether the model runs fewer positions through some layers for an integer
+    ``logits_to_keep`` (Gemma 4's KV-shared layers), which an index tensor would turn off."""
+    cfg = getattr(_unwrap(model), "config", None)
+    return any(getattr(c, "num_kv_shared_layers", 0) for c in (cfg, getattr(cfg, "text_config", None)))
 
-    ``logits_to_keep=1`` would still project the last position, from a strided slice that
+
+def no_logits(model, device: torch.device):
+    """``logits_to_keep`` for a pass run for its KV cache only: no position (an empty index
+    tensor), or 1 for a model that skips work for an integer (:func:`_skips_unkept_positions`).
+
+    ``logits_to_keep=1`` would project the last position, from a strided slice that
     ``torch.matmul`` multiplies as a batched product against one copy of the vocabulary
     weight per row (about 90 ms for a few rows of SmolLM2 on one CPU thread).
     """
-    return torch.empty(0, dtype=torch.long, device=device)
+    return 1 if _skips_unkept_positions(model) else torch.empty(0, dtype=torch.long, device=device)
+
+
+def last_logits_only(model, device: torch.device) -> dict:
+    """``generate``'s ``logits_to_keep`` as a one-element index tensor (the last position).
+
+    ``generate`` passes ``logits_to_keep=1`` by default, and a causal LM slices
+    ``hidden_states[:, -1:, :]``: a strided view, which ``torch.matmul`` multiplies with the
+    vocabulary projection as a batched product against one copy of the weight per row: on a
+    CPU about 4x a plain product at SmolLM2's 49,152 tokens and a batch of 16, 6% of a
+    batched evaluation on one thread (measured here). Indexing with a tensor copies the last
+    position into a contiguous ``[batch, 1, hidden]`` instead; the logits are the same.
+    Empty (``generate``'s default) for models whose ``forward`` takes no ``logits_to_keep``
+    or that skip work for an integer one.
+    """
+    if not accepts_logits_to_keep(model) or _skips_unkept_positions(model):
+        return {}
+    return {"logits_to_keep": torch.tensor([-1], device=device)}
 
 
 def batch_loss(model, batch: dict, is_seq2seq: bool, answer_only: bool = True) -> torch.Tensor:

@@ -162,7 +162,7 @@ def _shared_rows_loss(model, ids, labels, lengths, groups) -> Optional[tuple[tor
     prefix_ids = _pad_rows([ids[rows[0], :p] for p, rows in groups], 0)
     prefix_mask = _pad_rows([torch.ones(p, dtype=torch.long, device=ids.device) for p, _ in groups], 0)
     cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
-                  logits_to_keep=no_logits(ids.device)).cache
+                  logits_to_keep=no_logits(model, ids.device)).cache
     if cache is None:      # no cache (gradient checkpointing in training): the caller runs plain
         return None
     owner = [g for g, (_, rows) in enumerate(groups) for _ in rows]
