@@ -22,7 +22,7 @@ def two_runs(tmp_path_factory):
     for i, hash_seed in enumerate(("1", "2")):
         out = root / f"run{i}"
         proc = aimmerging("run", SMOKE, *sets(SMALL), "--output", out, "--quiet",
-                          PYTHONHASHSEED=hash_seed)
+                          "--threads", "1", PYTHONHASHSEED=hash_seed)
         check_ok(proc)
         assert proc.stdout.strip() == f"run folder: {out}"
         dirs.append(out)
@@ -57,6 +57,11 @@ def test_run_folder_is_complete(two_runs):
     assert "after agnews" in log and "done: OP" in log
     # no temporary leftovers
     assert not [p for p in run.rglob(".*")], list(run.rglob(".*"))
+
+
+def test_threads_option_sets_and_logs_torch_threads(two_runs):
+    log = (two_runs[0] / "run.log").read_text()
+    assert "torch CPU threads: 1 " in log                     # the machine has more cores
 
 
 def test_adapters_load_with_peft(two_runs):

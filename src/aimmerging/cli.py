@@ -2,9 +2,9 @@
 
 ::
 
-    aimmerging run CONFIG [--set key=value ...] [--output DIR] [--resume | --overwrite]
+    aimmerging run CONFIG [--set key=value ...] [--output DIR] [--resume | --overwrite] [--threads N]
     aimmerging demo [--output DIR]
-    aimmerging compare CONFIG --methods m1,m2 [--set ...] --output DIR
+    aimmerging compare CONFIG --methods m1,m2 [--set ...] --output DIR [--threads N]
     aimmerging plot RUN_DIR [--baseline RUN_DIR]
     aimmerging export RUN_DIR [--stage N] --output DIR
     aimmerging bench [--quick] [--output DIR]
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import AimmergingError
+from .threads import add_threads_arg, apply_threads
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def cmd_run(args) -> int:
     from .config import load_config
     from .runner import run
 
+    apply_threads(args)
     try:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.output) if args.output else \
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue the run folder from its checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
+    add_threads_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed")

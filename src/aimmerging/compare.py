@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 from .config import METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .threads import add_threads_arg, apply_threads
 
 #: methods whose algorithm watches the history loss (their monitoring time is real cost)
 MONITORING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_mgm", "aimmerging_ifm",
@@ -344,6 +345,7 @@ def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
+    apply_threads(args)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet)
     md = Path(args.output) / "comparison.md"
@@ -365,5 +367,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-fwt", action="store_true",
                    help="do not run single_task first (no a0, so no FWT)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
+    add_threads_arg(p)
     p.set_defaults(func=cmd_compare)
     return p

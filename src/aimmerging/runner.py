@@ -281,6 +281,9 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
 
     trainer = ContinualTrainer(cfg, run_dir, tasks, accelerator=accelerator, progress=progress)
     log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
+    import torch
+
+    log.info("torch CPU threads: %d (aimmerging run --threads)", torch.get_num_threads())
     metrics = trainer.run(resume=resume)
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
              _fmt(metrics.get("fwt")))

@@ -1,0 +1,32 @@
+"""``--threads N`` of ``aimmerging run`` and ``aimmerging compare``."""
+
+import argparse
+
+import pytest
+import torch
+
+from aimmerging.cli import build_parser
+from aimmerging.threads import apply_threads
+
+
+def test_threads_sets_torch_threads_and_is_left_alone_without_it():
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        apply_threads(argparse.Namespace(threads=None))
+        assert torch.get_num_threads() == before
+        apply_threads(argparse.Namespace(threads=wanted))
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command", [["run", "c.yaml"], ["compare", "c.yaml", "--methods", "replay",
+                                                         "--output", "o"]])
+@pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
+def test_threads_must_be_a_positive_whole_number(command, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*command, "--threads", bad])
+    assert exc.value.code == 2
+    assert "--threads: must be a whole number >= 1" in capsys.readouterr().err
+    assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
