@@ -93,4 +93,3 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
     finally:
         model.train(was_training)
     return preds
-
