@@ -29,4 +29,14 @@ def test_threads_must_be_a_positive_whole_number(command, bad, capsys):
         build_parser().parse_args([*command, "--threads", bad])
     assert exc.value.code == 2
     assert "--threads: must be a whole number >= 1" in capsys.readouterr().err
-    assert build_parser().parse_args([*command, "--threads", "3"]).threads == 3
+    assert build_parser().parse_args([*command, "--threads", "1"]).threads == 1
+
+
+def test_threads_beyond_the_cpus_are_refused(monkeypatch, capsys):
+    import aimmerging.threads as threads
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    assert build_parser().parse_args(["run", "c.yaml", "--threads", "4"]).threads == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "c.yaml", "--threads", "99999"])
+    assert "--threads: at most 4 (the CPUs this process may use), got 99999" in capsys.readouterr().err

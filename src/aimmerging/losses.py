@@ -65,6 +65,7 @@ def _skips_unkept_positions(model) -> bool:
 def no_logits(model, device: torch.device):
     """``logits_to_keep`` for a pass run for its KV cache only: no position (an empty index
     tensor), or 1 for a model that skips work for an integer (:func:`_skips_unkept_positions`).
+    Only for models whose ``forward`` takes ``logits_to_keep`` (:func:`accepts_logits_to_keep`).
 
     ``logits_to_keep=1`` would project the last position, from a strided slice that
     ``torch.matmul`` multiplies as a batched product against one copy of the vocabulary

@@ -283,7 +283,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
     import torch
 
-    log.info("torch CPU threads: %d (aimmerging run --threads)", torch.get_num_threads())
+    log.info("torch CPU threads: %d (--threads N sets them)", torch.get_num_threads())
     metrics = trainer.run(resume=resume)
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
              _fmt(metrics.get("fwt")))

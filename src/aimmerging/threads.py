@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -12,13 +13,26 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
                         "several runs sharing a machine")
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS tells, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _positive_int(text: str) -> int:
+    """``--threads``'s value: a whole number from 1 to :func:`available_cpus` (more threads than
+    CPUs only wait for each other; thousands cannot even be started)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    cpus = available_cpus()
+    if value > cpus:
+        raise argparse.ArgumentTypeError(f"at most {cpus} (the CPUs this process may use), got {value}")
     return value
 
 
