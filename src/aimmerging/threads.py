@@ -8,7 +8,7 @@ import os
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
     """``--threads N``: torch's CPU threads for this process (:func:`apply_threads`)."""
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                    help="torch CPU threads (default: torch's, one per core); 1 for each of "
                         "several runs sharing a machine")
 
@@ -21,7 +21,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(text: str) -> int:
+def _thread_count(text: str) -> int:
     """``--threads``'s value: a whole number from 1 to :func:`available_cpus` (more threads than
     CPUs only wait for each other; thousands cannot even be started)."""
     try:
