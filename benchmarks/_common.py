@@ -134,6 +134,21 @@ def memory_subset(memory, tasks: list):
     return sub
 
 
+def time_calls(obj, name: str, out: list) -> None:
+    """Wrap the method ``obj.name`` (on the instance) so that every call's duration, in
+    seconds, is appended to ``out``, errors included."""
+    inner = getattr(obj, name)
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **k)
+        finally:
+            out.append(time.perf_counter() - t0)
+
+    setattr(obj, name, timed)
+
+
 def median(xs: Iterable[float]) -> float:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else float("nan")

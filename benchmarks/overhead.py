@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
-                      target, threads, verdict, write_result)
+                      target, threads, time_calls, verdict, write_result)
 
 NAME = "overhead"
 HISTORY_BATCH_SIZES = (8, 4, 2, 1)
@@ -77,19 +77,9 @@ def _config(s: dict, method: str):
 def _instrument(trainer, calls: dict) -> None:
     """Record the duration of every main step and history-loss call (wrappers on the instance)."""
     for name in ("_optimizer_step", "history_loss"):
-        inner = getattr(trainer, name, None)
-        if inner is None:
-            continue
-        calls[name] = []
-
-        def timed(*a, _inner=inner, _out=calls[name], **k):
-            t0 = time.perf_counter()
-            try:
-                return _inner(*a, **k)
-            finally:
-                _out.append(time.perf_counter() - t0)
-
-        setattr(trainer, name, timed)
+        if hasattr(trainer, name):
+            calls[name] = []
+            time_calls(trainer, name, calls[name])
 
 
 def _figures(res: dict, calls: dict) -> dict:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
-                      target, threads, verdict, write_result)
+                      target, threads, time_calls, verdict, write_result)
 
 NAME = "scaling"
 ORDERS = {"4_tasks": 1, "15_tasks": 4}
@@ -98,15 +98,7 @@ def _instrument(trainer, rows: list) -> None:
     inner = trainer.method.after_task
     hb = history_batch_size(trainer.cfg)
     calls: list = []          # seconds of each history-loss call of the current stage
-    history_loss = trainer.history_loss
-
-    def timed_history_loss(*a, **k):
-        t0 = time.perf_counter()
-        out = history_loss(*a, **k)
-        calls.append(time.perf_counter() - t0)
-        return out
-
-    trainer.history_loss = timed_history_loss
+    time_calls(trainer, "history_loss", calls)
 
     def after_task(stage):
         real = padded = ran = 0
