@@ -94,3 +94,9 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     same = load_config(CONFIGS / "smoke.yaml", ["method.history_precision=model"])
     assert config_difference(old, same) is None
     check_run_dir(run, same, resume=True, overwrite=False)
+
+
+def test_model_dtype_takes_auto_and_names_a_wrong_value():
+    assert load_config(CONFIGS / "smoke.yaml", ["model.dtype=auto"]).model.dtype == "auto"
+    with pytest.raises(ConfigError, match="model.dtype"):
+        load_config(CONFIGS / "smoke.yaml", ["model.dtype=float64"])

@@ -1,8 +1,12 @@
-"""Model resolution: an old SmolLM2 cache loses its GGUF quantization mark."""
+"""Model loading: an old SmolLM2 cache loses its GGUF quantization mark; model.dtype."""
 
 import json
 
-from aimmerging.models import resolve_model_path
+import pytest
+import torch
+
+from aimmerging.errors import ConfigError
+from aimmerging.models import backbone_dtype, load_backbone, resolve_model_path
 
 
 def test_old_smollm2_cache_loses_its_gguf_mark(tmp_path, monkeypatch):
@@ -51,3 +55,19 @@ def test_bfloat16_backbone_trains_a_float32_adapter(tmp_path):
     tensors = load_file(adapter)
     assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
     assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_auto_dtype_loads_the_checkpoint_dtype(tmp_path):
+    bb = load_backbone("tiny-llama")
+    bb.model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    bb.tokenizer.save_pretrained(tmp_path / "bf16")
+    folder = str(tmp_path / "bf16")
+    assert load_backbone(folder, backbone_dtype("auto")).model.dtype == torch.bfloat16
+    assert load_backbone(folder, backbone_dtype("float32")).model.dtype == torch.float32
+    assert load_backbone(folder).model.dtype == torch.float32        # the default: float32
+    assert load_backbone("tiny-llama", backbone_dtype("auto")).model.dtype == torch.float32
+
+
+def test_unknown_dtype_is_named():
+    with pytest.raises(ConfigError, match="model.dtype: 'float64'"):
+        backbone_dtype("float64")

@@ -62,6 +62,7 @@ def test_run_folder_is_complete(two_runs):
 def test_threads_option_sets_and_logs_torch_threads(two_runs):
     log = (two_runs[0] / "run.log").read_text()
     assert "torch CPU threads: 1 " in log                     # the machine has more cores
+    assert "backbone weights: float32 (model.dtype: float32)" in log
 
 
 def test_adapters_load_with_peft(two_runs):

@@ -88,8 +88,9 @@ class ModelConfig(_Section):
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: Optional[list[str]] = None   # None: q/v for T5, q_proj/v_proj otherwise
     gradient_checkpointing: bool = False
-    # the frozen backbone's weights; the LoRA adapter stays in float32 (PEFT), as does the fusion
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # the frozen backbone's weights ("auto": the dtype its checkpoint was saved in); the LoRA
+    # adapter stays in float32 (PEFT), as does the fusion
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
 
 
 class MethodConfig(_Section):

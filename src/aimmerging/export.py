@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import torch
 import yaml
 
 from .errors import ConfigError
@@ -32,7 +31,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
     from peft import PeftModel
 
     from .config import build_config
-    from .models import load_backbone
+    from .models import backbone_dtype, load_backbone
 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
@@ -40,7 +39,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
     model_cfg = build_config(cfg, str(cfg_path)).model    # validated; defaults for older runs
-    backbone = load_backbone(model_cfg.name, getattr(torch, model_cfg.dtype))
+    backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     tmp = output.with_name(output.name + ".tmp")
     if tmp.exists():

@@ -29,7 +29,7 @@ from .fusion import copy_into_, snapshot
 from .losses import batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
-from .models import add_lora, load_backbone, resolve_mixed_precision
+from .models import add_lora, backbone_dtype, load_backbone, resolve_mixed_precision
 from .monitoring import history_autocast, history_batch_size, history_shares_prefix
 from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
@@ -69,7 +69,7 @@ class ContinualTrainer:
         self.share_prefix_in_training = training_shares_prefix(cfg, self.world)
         self.progress = progress and acc.is_main_process
         torch.manual_seed(cfg.seed)
-        backbone = load_backbone(cfg.model.name, getattr(torch, cfg.model.dtype))
+        backbone = load_backbone(cfg.model.name, backbone_dtype(cfg.model.dtype))
         torch.manual_seed(cfg.seed)
         net = add_lora(backbone, cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout,
                        cfg.model.target_modules)

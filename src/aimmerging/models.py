@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -194,9 +194,24 @@ class Backbone:
     path: str
 
 
-def load_backbone(name: str, dtype: Optional[torch.dtype] = None) -> Backbone:
+def backbone_dtype(setting: str) -> Union[torch.dtype, str]:
+    """``model.dtype`` as ``from_pretrained`` takes it: a torch dtype, or ``"auto"`` for the
+    dtype the checkpoint was saved in (its config's ``dtype``; float32 when it names none).
+    Raises ConfigError for another name."""
+    if setting == "auto":
+        return "auto"
+    if setting not in ("float32", "bfloat16", "float16"):
+        raise ConfigError(f"model.dtype: {setting!r} is not auto, float32, bfloat16 or float16")
+    return getattr(torch, setting)
+
+
+def load_backbone(name: str, dtype: Union[torch.dtype, str, None] = None) -> Backbone:
     """Load a backbone by name (see :func:`resolve_model_path`); the family comes from its config.
 
+    Args:
+        name: a built-in name, a hub name or a local folder.
+        dtype: the weights' dtype (:func:`backbone_dtype`): a torch dtype, ``"auto"`` (the
+            checkpoint's own) or None (float32).
     Raises ConfigError when the folder or hub name cannot be loaded.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -210,8 +225,7 @@ def load_backbone(name: str, dtype: Optional[torch.dtype] = None) -> Backbone:
         raise ConfigError(f"model.name: cannot load {name!r}: {first}") from None
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = cls.from_pretrained(path, **kwargs)
+    model = cls.from_pretrained(path, dtype=torch.float32 if dtype is None else dtype)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:

@@ -280,6 +280,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     from .monitoring import describe_history_pass
 
     trainer = ContinualTrainer(cfg, run_dir, tasks, accelerator=accelerator, progress=progress)
+    weights = str(getattr(trainer.net.get_base_model(), "dtype", "?")).replace("torch.", "")
+    log.info("backbone weights: %s (model.dtype: %s); LoRA adapter: float32", weights, cfg.model.dtype)
     log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
     import torch
 
