@@ -107,11 +107,26 @@ def batch_loss(model, batch: dict, is_seq2seq: bool, answer_only: bool = True) -
     """
     if is_seq2seq or not answer_only or not accepts_logits_to_keep(model):
         return model(**batch).loss
-    labels = batch["labels"]
+    return labelled_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                         use_cache=False)
+
+
+def labelled_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                  reduction: str = "mean", **extra) -> torch.Tensor:
+    """Next-token cross-entropy over the labelled tokens of right-padded rows, the model
+    projecting only :func:`labelled_positions` onto the vocabulary.
+
+    Args:
+        model: a causal LM whose ``forward`` takes ``logits_to_keep`` (:func:`accepts_logits_to_keep`).
+        ids, mask, labels: ``[rows, width]``; labels -100 where not scored.
+        reduction: ``"mean"`` over labelled tokens (NaN when none) or ``"sum"``.
+        extra: more ``forward`` arguments (``use_cache``, a KV ``cache``, ``position_ids``).
+    Returns:
+        A 0-dim float32 tensor.
+    """
     keep = labelled_positions(labels)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                logits_to_keep=keep, use_cache=False)
-    logits = out.logits.float()                          # [batch, len(keep), vocab]
-    targets = labels[:, keep + 1]                        # [batch, len(keep)]
+    out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **extra)
+    logits = out.logits.float()                          # [rows, len(keep), vocab]
+    targets = labels[:, keep + 1]                        # [rows, len(keep)]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+                           ignore_index=IGNORE_INDEX, reduction=reduction)

@@ -22,9 +22,8 @@ import weakref
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .losses import IGNORE_INDEX, _forward_takes, _unwrap, labelled_positions, no_logits
+from .losses import IGNORE_INDEX, _forward_takes, _unwrap, labelled_loss, no_logits
 
 MIN_SHARED_PREFIX = 8   # tokens; a shorter shared prefix is not worth a separate pass
 #: below this many parameters a forward pass is mostly fixed per-call cost, so the two or
@@ -131,16 +130,10 @@ def can_share_prefix(model) -> bool:
 
 def _summed_loss(model, ids, mask, labels, **extra) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy and label count of right-padded rows ``ids`` ([rows, width])."""
-    keep = labelled_positions(labels)
-    if keep.numel() == 0:
+    count = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    if not count:
         return ids.new_zeros((), dtype=torch.float32), 0
-    out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **extra)
-    logits = out.logits.float()                          # [rows, len(keep), vocab]
-    targets = labels[:, keep + 1]
-    count = int((targets != IGNORE_INDEX).sum())
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, count
+    return labelled_loss(model, ids, mask, labels, reduction="sum", **extra), count
 
 
 def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
