@@ -183,6 +183,17 @@ def test_unreadable_config_file(content, needle, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["run", "c.yaml", "--threads", "0"], ["aimmerging run:", "--threads", "aimmerging run --help"]),
+    (["run", "c.yaml", "--resume", "--overwrite"], ["not allowed with argument --resume"]),
+    (["bogus"], ["invalid choice: 'bogus'", "aimmerging --help"]),
+    (["compare", "c.yaml"], ["aimmerging compare:", "--methods, --output"]),
+])
+def test_command_line_mistakes_are_one_line(args, needles, tmp_path):
+    proc = aimmerging(*args)
+    _assert_one_line_error(proc, *needles)
+
+
 def test_output_is_a_file(tmp_path):
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"data": {"n_train": 4, "n_test": 2}}))

@@ -104,10 +104,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``error: aimmerging run: <what> (...)``
+    instead of the usage lines; sub-commands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} ({self.prog} --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli_data import add_data_parser
 
-    parser = argparse.ArgumentParser(prog="aimmerging", description=__doc__.split("\n")[1])
+    parser = _Parser(prog="aimmerging", description=__doc__.split("\n")[1])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
