@@ -55,6 +55,8 @@ def _fake_run(folder: Path, cfg: dict | None = None) -> None:
     (folder / "metrics.json").write_text('{"op": 1.0}\n')
     (folder / "checkpoint").mkdir()
     (folder / "checkpoint" / "state.json").write_text('{"position": {"stage": 2, "step": 0}}\n')
+    for name in ("adapter", "method", "rng"):       # read only when training resumes
+        (folder / "checkpoint" / f"{name}.safetensors").write_bytes(b"not read before training")
     (folder / "run.log").write_text("old log\n")
 
 
@@ -192,6 +194,30 @@ def test_unreadable_config_file(content, needle, tmp_path):
 def test_command_line_mistakes_are_one_line(args, needles, tmp_path):
     proc = aimmerging(*args)
     _assert_one_line_error(proc, *needles)
+
+
+def test_overwrite_keeps_a_folder_with_other_files(tmp_path, data_copy):
+    cfg_file, run_dir = tmp_path / "cfg.yaml", tmp_path / "project"
+    cfg_file.write_text(yaml.safe_dump(_base(data_copy)))
+    _fake_run(run_dir)
+    (run_dir / "notes.txt").write_text("mine\n")
+    (run_dir / "src").mkdir()
+    before = _snapshot(run_dir)
+    proc = aimmerging("run", cfg_file, "--output", run_dir, "--overwrite")
+    _assert_one_line_error(proc, "--overwrite", "notes.txt, src", "nothing was deleted")
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_with_a_damaged_checkpoint_is_refused(tmp_path, data_copy):
+    cfg = _base(data_copy)
+    cfg_file, run_dir = tmp_path / "cfg.yaml", tmp_path / "run"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    _fake_run(run_dir, cfg)
+    (run_dir / "checkpoint" / "rng.safetensors").unlink()
+    before = _snapshot(run_dir)
+    proc = aimmerging("run", cfg_file, "--output", run_dir, "--resume")
+    _assert_one_line_error(proc, "checkpoint lacks rng.safetensors", "--overwrite")
+    assert _snapshot(run_dir) == before
 
 
 def test_output_is_a_file(tmp_path):

@@ -119,6 +119,22 @@ def _crash_and_resume(method, tmp_path, monkeypatch):
     monkeypatch.setattr(ContinualTrainer, "_optimizer_step", original)
     run(cfg, out, resume=True, progress=False)
     assert_same_results(ref, out)
+    assert "resumed from" in (out / "run.log").read_text()
+    run(cfg, out, resume=True, progress=False)             # a finished run: nothing to train
+    assert "the run had finished, nothing is left to train" in (out / "run.log").read_text()
+
+
+def test_resume_without_a_run_says_it_starts_anew(tmp_path):
+    from aimmerging.config import build_config
+    from aimmerging.runner import run
+
+    cfg = build_config({
+        "data": {"dir": None, "tasks": ["demo_sentiment", "demo_topic"], "n_train": 4, "n_test": 2,
+                 "max_input_tokens": 32, "max_target_tokens": 4},
+        "model": {"name": "tiny-llama"}, "method": {"name": "seq_lora"},
+        "train": {"epochs": 1, "batch_size": 4}, "eval": {"max_new_tokens": 2}})
+    run(cfg, tmp_path / "typo", resume=True, progress=False)
+    assert "--resume: nothing to resume in" in (tmp_path / "typo" / "run.log").read_text()
 
 
 def test_checkpoint_keeps_nan_and_is_atomic(tmp_path):

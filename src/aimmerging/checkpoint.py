@@ -233,6 +233,18 @@ def _complete(folder: Path) -> bool:
     return all((folder / f).is_file() for f in _REQUIRED)
 
 
+def incomplete_checkpoint(run_dir: Path) -> Optional[tuple[Path, str]]:
+    """The first checkpoint folder of ``run_dir`` that exists but lacks one of its files, with
+    that file's name (a folder damaged by hand: checkpoints are written atomically), or None."""
+    for name in (CHECKPOINT, _OLD):
+        folder = Path(run_dir) / name
+        if folder.is_dir():
+            missing = [f for f in _REQUIRED if not (folder / f).is_file()]
+            if missing:
+                return folder, missing[0]
+    return None
+
+
 def find_checkpoint(run_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint folder of a run, or None."""
     for name in (CHECKPOINT, _OLD):

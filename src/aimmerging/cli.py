@@ -128,13 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="run folder (default: runs/<config>_<method>)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run folder from its checkpoint")
-    g.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in the folder (refused if it holds other files)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
     add_threads_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed")
-    p.add_argument("--output", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--output", default="runs/demo", help="run folder (default: runs/demo); a demo run already there is replaced")
     p.add_argument("--model", default="smollm2-135m", help="backbone (default: smollm2-135m)")
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)

@@ -395,5 +395,8 @@ class ContinualTrainer:
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
-        log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
-                 self.position["step"])
+        if self.position["stage"] >= len(self.stages):
+            log.info("resumed from %s: the run had finished, nothing is left to train", found)
+        else:
+            log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
+                     self.position["step"])

@@ -106,6 +106,24 @@ RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
 EARLIER_BEHAVIOUR = {("method", "history_precision"): "model"}
 
 
+#: what a run writes in its folder (``aimmerging plot`` adds ``figures``; an Accelerate
+#: tracker such as tensorboard logs under the project name, ``aimmerging``), besides the
+#: checkpoint's ``.checkpoint.*`` folders and atomic writes' ``.NAME.*.tmp`` files
+RUN_ENTRIES = frozenset({"config.yaml", "checkpoint", "metrics.json", "run.log", "adapters",
+                         "predictions", "accuracy_matrix.csv", "accuracy_matrix.json",
+                         "merge_trace.csv", "signals.csv", "figures", "aimmerging"})
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that no run writes (:data:`RUN_ENTRIES`), sorted: what
+    ``--overwrite`` must not delete."""
+    def ours(name: str) -> bool:
+        return name in RUN_ENTRIES or name.startswith(".checkpoint.") or (
+            name.endswith(".tmp") and any(name.startswith(f".{e}.") for e in RUN_ENTRIES))
+
+    return sorted(p.name for p in run_dir.iterdir() if not ours(p.name))
+
+
 def holds_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` already holds (part of) a run."""
     return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
@@ -122,6 +140,12 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
     if has_run and not (resume or overwrite):
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it "
                           f"or --overwrite to start again")
+    if overwrite and has_run and not resume:
+        foreign = foreign_entries(run_dir)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ConfigError(f"--overwrite: {run_dir} also holds what no run writes ({shown}); "
+                              f"nothing was deleted: move them away or choose another --output")
     if not (resume and has_run):
         return
     saved = run_dir / "config.yaml"
@@ -143,6 +167,10 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
     from . import checkpoint as ckpt
 
     found = ckpt.find_checkpoint(run_dir)
+    damaged = ckpt.incomplete_checkpoint(run_dir)
+    if found is None and damaged is not None:
+        raise ConfigError(f"--resume: {damaged[0]} lacks {damaged[1]} and no earlier checkpoint is "
+                          f"complete; nothing was changed: --overwrite starts the run again")
     if found is not None:
         state = ckpt.read_state(found)
         if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
@@ -191,8 +219,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
     Call :func:`check_run_dir` first (this function only acts).
     """
-    if resume and not holds_run(run_dir):
-        log.info("nothing to resume in %s: starting a new run", run_dir)
     if overwrite and holds_run(run_dir) and not resume:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -268,12 +294,19 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     tasks = load_tasks(cfg)
     check_model(cfg.model.name)
     is_main = accelerator is None or accelerator.is_main_process
+    from . import checkpoint as ckpt
+
+    fresh = resume and ckpt.find_checkpoint(run_dir) is None
+    was_run = holds_run(run_dir)
     if is_main:
         prepare_run_dir(run_dir, resume, overwrite)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     setup_logging(run_dir if is_main else None, verbose=progress and is_main)
     quiet_libraries()
+    if fresh:
+        log.warning("--resume: %s: starting a new run", f"no checkpoint in {run_dir} yet" if was_run
+                    else f"nothing to resume in {run_dir}")
     log.info("run %s: method %s, %d tasks (%s), model %s", run_dir, cfg.method.name, len(tasks),
              ", ".join(t.info.name for t in tasks), cfg.model.name)
     from .loop import ContinualTrainer
