@@ -141,7 +141,7 @@ def test_train_seconds_leaves_out_monitoring_only_for_plots(tmp_path: Path) -> N
     assert "| replay | 50.00 | - | -1.00 | 7.0 | 2 | 1 |" in md
 
 
-def test_reused_run_warns_only_for_settings_that_change_training(tmp_path: Path, capsys) -> None:
+def test_reused_run_is_refused_only_for_settings_that_change_training(tmp_path: Path) -> None:
     from aimmerging.compare import _check_same_config
     from aimmerging.config import dump_config, load_config
 
@@ -151,8 +151,34 @@ def test_reused_run_warns_only_for_settings_that_change_training(tmp_path: Path,
     (run / "config.yaml").write_text(dump_config(load_config(smoke)))
     asked = load_config(smoke, ["method.log_history_loss=true"])
     asked = asked.model_copy(update={"single_task_scores": {"dbpedia": 60.0}})
-    _check_same_config(asked, run, progress=True)
-    assert "warning" not in capsys.readouterr().err
-    _check_same_config(load_config(smoke, ["train.epochs=9"]), run, progress=True)
-    err = capsys.readouterr().err
-    assert "warning" in err and "train.epochs" in err
+    _check_same_config(asked, run)                   # logging and a0 only: reused
+    with pytest.raises(ConfigError, match="train.epochs=2, not 9 as asked"):
+        _check_same_config(load_config(smoke, ["train.epochs=9"]), run)
+
+
+def test_compare_refuses_a_finished_run_of_other_settings_before_running(tmp_path: Path) -> None:
+    from aimmerging.config import dump_config, load_config
+
+    out = tmp_path / "cmp"
+    (out / "replay").mkdir(parents=True)
+    (out / "replay" / "config.yaml").write_text(dump_config(load_config(
+        CONFIG, ["train.lr=0.003", "method.name=replay", "method.log_history_loss=true"])))
+    (out / "replay" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="train.lr=0.003, not 0.01 as asked"):
+        compare_runs(CONFIG, ["seq_lora", "replay"], ["train.lr=0.01"], out, fwt=False,
+                     progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["replay"]     # seq_lora did not run
+
+
+def test_config_may_follow_the_set_values(tmp_path: Path, monkeypatch) -> None:
+    import aimmerging.compare as compare
+
+    seen = {}
+    monkeypatch.setattr(compare, "compare_runs", lambda config, methods, overrides, output, **kw:
+                        seen.update(config=config, overrides=overrides) or [])
+    code = main(["compare", "--methods", "replay", "--output", str(tmp_path / "o"),
+                 "--set", "train.epochs=1", "data.n_train=4", str(CONFIG)])
+    assert code == 0
+    assert seen == {"config": str(CONFIG), "overrides": ["train.epochs=1", "data.n_train=4"]}
+    assert main(["compare", "--methods", "replay", "--output", str(tmp_path / "o"),
+                 "--set", "train.epochs=1"]) == 2

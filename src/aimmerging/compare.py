@@ -13,7 +13,8 @@ Layout of ``DIR``::
     DIR/comparison.md       the table in the style of the paper's table 2 (+ table 6's time column)
 
 A method whose folder already holds ``metrics.json`` is not run again; a folder with a
-checkpoint but no ``metrics.json`` is resumed. Every method except ``single_task``
+checkpoint but no ``metrics.json`` is resumed. A folder whose run used other settings (save
+those a resume may change: ``runner.RESUME_MAY_CHANGE``) is refused before anything runs. Every method except ``single_task``
 also logs the history loss (``method.log_history_loss=true``, which a ``--set`` can
 turn off) so that ``aimmerging plot --baseline`` can compare forgetting; the time
 spent measuring it is subtracted from ``train_seconds`` of the methods that do not
@@ -86,20 +87,18 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> dict:
     metrics_path = run_dir / "metrics.json"
     name = cfg.method.name
     if metrics_path.is_file():
-        _check_same_config(cfg, run_dir, progress)
         _say(f"{name}: reusing the finished run in {run_dir}", progress)
         return _read_json(metrics_path)
     resume = (run_dir / "checkpoint").exists() or (run_dir / "config.yaml").exists()
-    if resume:
-        _check_same_config(cfg, run_dir, progress)
     _say(f"{name}: {'resuming' if resume else 'running'} into {run_dir}", progress)
     metrics = run(cfg, run_dir, resume=resume, overwrite=False, progress=progress)
     _free_memory()
     return metrics
 
 
-def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
-    """Warn when the run folder's config differs from ``cfg`` in a key that changes training.
+def _check_same_config(cfg, run_dir: Path) -> None:
+    """Raise ConfigError when the run folder's config differs from ``cfg`` in a key that
+    changes training: its results would be tabulated under settings it did not run with.
 
     Keys a resume may change (logging, FWT's a0 scores: ``runner.RESUME_MAY_CHANGE``) are ignored.
     """
@@ -113,12 +112,13 @@ def _check_same_config(cfg, run_dir: Path, progress: bool) -> None:
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        old = None
+        raise ConfigError(f"{path}: not valid YAML; the folder holds no usable run") from None
     diff = config_difference(old, cfg)
     if diff is not None:
         key, then, now = diff
-        _say(f"warning: {path} has {key}={then!r}, not {now!r} as asked for now; the folder is "
-             f"kept as it is (delete it to run again)", True)
+        raise ConfigError(f"{path} has {key}={then!r}, not {now!r} as asked: its results would "
+                          f"be tabulated under settings it did not run with; nothing was run: "
+                          f"remove {run_dir} to run it again, or use another --output")
 
 
 def _free_memory() -> None:
@@ -158,6 +158,7 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     source = str(config_path)
     for m in dict.fromkeys(([SINGLE] if fwt else []) + names):   # fail before any compute
         cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
+        _check_same_config(cfg, out / m)
     if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
         raise ConfigError(f"data.dir: {cfg.data.dir} is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -345,6 +346,13 @@ def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
+    if args.config is None:      # --set's values came last and took the config with them
+        bare = [o for o in args.overrides if "=" not in o]
+        if len(bare) != 1:
+            raise ConfigError("compare: give the YAML config, e.g. aimmerging compare "
+                              "configs/smoke.yaml --methods replay --output runs/cmp")
+        args.config = bare[0]
+        args.overrides = [o for o in args.overrides if o != bare[0]]
     apply_threads(args)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet)
@@ -356,7 +364,7 @@ def cmd_compare(args) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="run several methods on one config and tabulate them")
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("--methods", required=True,
                    help=f"comma-separated method names ({', '.join(METHOD_NAMES)})")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
