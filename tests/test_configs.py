@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aimmerging.config import load_config
 from aimmerging.errors import ConfigError
@@ -100,3 +101,15 @@ def test_model_dtype_takes_auto_and_names_a_wrong_value():
     assert load_config(CONFIGS / "smoke.yaml", ["model.dtype=auto"]).model.dtype == "auto"
     with pytest.raises(ConfigError, match="model.dtype"):
         load_config(CONFIGS / "smoke.yaml", ["model.dtype=float64"])
+
+
+def test_resume_takes_the_data_folder_however_it_is_spelled(tmp_path, monkeypatch):
+    from aimmerging.config import dump_config
+    from aimmerging.runner import config_difference
+
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    saved = yaml.safe_load(dump_config(load_config(CONFIGS / "smoke.yaml", ["data.dir=data/x"])))
+    for spelling in ("data/x/", "./data/x", str(tmp_path / "data" / "x")):
+        assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", [f"data.dir={spelling}"])) is None
+    assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", ["data.dir=data"]))[0] == "data.dir"

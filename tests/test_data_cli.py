@@ -59,9 +59,12 @@ def test_check_reports_each_bad_file(tmp_path: Path, capsys) -> None:
     assert "ERROR" in captured.out
 
 
-def test_check_missing_folder_raises_data_error(tmp_path: Path) -> None:
+def test_check_missing_folder_raises_data_error(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(DataError, match="data folder not found"):
         _run(["data", "check", str(tmp_path / "missing")])
+    monkeypatch.chdir(tmp_path)             # a relative path: the error says where it counts from
+    with pytest.raises(DataError, match=rf"missing \(relative to {tmp_path}\): data folder not found"):
+        _run(["data", "check", "missing"])
 
 
 def test_show_json_lines(tmp_path: Path, capsys) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from .config import METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw
-from .errors import ConfigError
+from .errors import ConfigError, missing_folder
 from .io import atomic_write_json, atomic_write_text
 from .threads import add_threads_arg, apply_threads
 
@@ -160,7 +160,7 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
         cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
         _check_same_config(cfg, out / m)
     if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
-        raise ConfigError(f"data.dir: {cfg.data.dir} is not a folder")
+        raise ConfigError(f"data.dir: {missing_folder(cfg.data.dir)} is not a folder")
     out.mkdir(parents=True, exist_ok=True)
 
     a0 = None

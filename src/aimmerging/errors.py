@@ -18,3 +18,12 @@ class ConfigError(AimmergingError):
 
 class TrainingError(AimmergingError):
     """Training cannot go on (for example a NaN or infinite loss)."""
+
+
+def missing_folder(path) -> str:
+    """``PATH`` for an error about a folder that is not there, with the current folder when
+    ``PATH`` is relative (relative paths count from where the command runs, not the config)."""
+    import os
+
+    text = str(path)
+    return text if os.path.isabs(text) else f"{text} (relative to {os.getcwd()})"

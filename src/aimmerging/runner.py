@@ -7,6 +7,7 @@ task names, the data folder, the output folder), so that a mistake costs no comp
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Optional
 import yaml
 
 from .config import RunConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, missing_folder
 
 log = logging.getLogger("aimmerging")
 
@@ -57,7 +58,7 @@ def load_tasks(cfg: RunConfig) -> list:
         return [stream[n] for n in names]
     data_dir = Path(cfg.data.dir)
     if not data_dir.is_dir():
-        raise ConfigError(f"data.dir: {data_dir} is not a folder")
+        raise ConfigError(f"data.dir: {missing_folder(data_dir)} is not a folder")
     available = list_tasks(data_dir)
     tasks = []
     for name in names:
@@ -195,7 +196,16 @@ def config_difference(old, cfg: RunConfig):
         saved = build_config(saved).model_dump(mode="json")
     except ConfigError:          # build_config's only error: compare the raw dict instead
         pass
-    return _first_difference(saved, cfg.model_dump(mode="json"))
+    return _first_difference(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
+
+
+def _same_paths(config: dict) -> dict:
+    """``config`` with ``data.dir`` absolute and normalised (against the current folder), so
+    that ``data/x/``, ``./data/x`` and its absolute path compare equal."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dir"), str):
+        config = {**config, "data": {**data, "dir": os.path.normpath(os.path.abspath(data["dir"]))}}
+    return config
 
 
 def _first_difference(old: dict, new: dict, prefix: tuple = ()):

@@ -33,7 +33,7 @@ from typing import Any
 
 from aimmerging.data import olora
 from aimmerging.data.registry import canonical_task_name
-from aimmerging.errors import ConfigError, DataError
+from aimmerging.errors import ConfigError, DataError, missing_folder
 
 __all__ = [
     "Example",
@@ -91,7 +91,7 @@ class _Scan:
 def _check_dir(data_dir: str | os.PathLike[str]) -> Path:
     path = Path(data_dir)
     if not path.exists():
-        raise DataError(f"{path}: data folder not found")
+        raise DataError(f"{missing_folder(path)}: data folder not found")
     if not path.is_dir():
         raise DataError(f"{path}: not a folder")
     return path
