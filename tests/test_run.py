@@ -116,6 +116,13 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
     run, dest = two_runs[0], tmp_path / "exported"
     proc = aimmerging("export", run, "--stage", "2", "--output", dest)
     check_ok(proc)
+    assert "exported stage02_amazon" in proc.stdout
+    check_ok(aimmerging("export", run, "--stage", "2", "--output", dest))   # an export: replaced
+    for folder in (run, tmp_path):             # a run folder, a folder of other things: refused
+        before = sorted(p.name for p in folder.iterdir())
+        proc = aimmerging("export", run, "--output", folder)
+        assert proc.returncode == 2 and "--output" in proc.stderr, proc.stderr
+        assert sorted(p.name for p in folder.iterdir()) == before
     model = AutoModelForCausalLM.from_pretrained(str(dest))
     assert not any("lora" in n for n, _ in model.named_parameters())
     base = load_backbone("tiny-llama").model

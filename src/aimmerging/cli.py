@@ -98,9 +98,11 @@ def cmd_demo(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export_run
+    from .runner import quiet_libraries
 
-    dest = export_run(Path(args.run_dir), Path(args.output), args.stage)
-    print(f"exported: {dest}")
+    quiet_libraries()
+    dest, adapter = export_run(Path(args.run_dir), Path(args.output), args.stage)
+    print(f"exported {adapter.name} ({adapter}) merged into its backbone: {dest}")
     return 0
 
 
@@ -140,10 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="merge a stage's adapter into the backbone and save it")
-    p.add_argument("run_dir")
-    p.add_argument("--stage", type=int, default=None, help="stage number (default: the last)")
-    p.add_argument("--output", required=True)
+    p = sub.add_parser("export", help="merge a stage's adapter into the backbone and save it",
+                       description="Merge a stage's LoRA adapter into its backbone and save a plain "
+                                   "Hugging Face model folder (safetensors) with the tokenizer.")
+    p.add_argument("run_dir", help="a run folder (aimmerging run --output)")
+    p.add_argument("--stage", type=int, default=None,
+                   help="stage number, from 1 (default: the last stage that finished)")
+    p.add_argument("--output", required=True,
+                   help="model folder to write: new, empty or an earlier export (replaced)")
     p.set_defaults(func=cmd_export)
 
     for name, module in (("compare", "compare"), ("plot", "plots"), ("bench", "bench")):

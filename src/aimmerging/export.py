@@ -26,8 +26,31 @@ def find_adapter(run_dir: Path, stage: Optional[int]) -> Path:
     return match[0]
 
 
-def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path:
-    """Merge the adapter (``merge_and_unload``) and save model and tokenizer to ``output``."""
+def check_output(output: Path) -> None:
+    """Refuse an ``--output`` that is a file, or a folder holding anything but an earlier
+    export (a model folder: ``config.json``, weights, tokenizer files), which the export
+    replaces whole. Raises ConfigError; reads only."""
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output: {output} exists and is not a folder")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not (output / "config.json").is_file():
+        raise ConfigError(f"--output: {output} is a folder that holds something other than an "
+                          f"exported model, which the export would replace: choose a new folder")
+    allowed = (".json", ".safetensors", ".txt", ".model", ".jinja")
+    other = sorted(p.name for p in output.iterdir() if p.is_dir() or not p.name.endswith(allowed))
+    if other:
+        raise ConfigError(f"--output: {output} holds {', '.join(other[:5])} besides an exported "
+                          f"model, which the export would replace: choose a new folder")
+
+
+def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tuple[Path, Path]:
+    """Merge the adapter (``merge_and_unload``) and save model and tokenizer to ``output``.
+
+    ``stage``: 1-based; None for the last stage that finished. ``output`` must be new, empty or
+    an earlier export (:func:`check_output`): it is replaced whole. Returns ``(output, the
+    adapter folder used)``. Raises ConfigError for a folder that is not a run, a missing stage
+    or such an ``output``."""
     from peft import PeftModel
 
     from .config import build_config
@@ -38,6 +61,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
         raise ConfigError(f"{run_dir}: no config.yaml (not a run folder)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
+    check_output(output)
     model_cfg = build_config(cfg, str(cfg_path)).model    # validated; defaults for older runs
     backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
@@ -49,4 +73,4 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> Path
     if output.exists():
         shutil.rmtree(output)
     tmp.rename(output)
-    return output
+    return output, adapter
