@@ -220,6 +220,14 @@ def test_resume_with_a_damaged_checkpoint_is_refused(tmp_path, data_copy):
     assert _snapshot(run_dir) == before
 
 
+def test_misspelled_model_name_lists_the_built_in_ones(tmp_path):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"model": {"name": "tiny-lama"}}))
+    proc = aimmerging("run", cfg_file, "--output", tmp_path / "run", HF_HUB_OFFLINE=1)
+    _assert_one_line_error(proc, "'tiny-lama' (not a built-in name: smollm2-135m, tiny-llama, tiny-t5")
+    assert not (tmp_path / "run").exists()
+
+
 def test_output_is_a_file(tmp_path):
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"data": {"n_train": 4, "n_test": 2}}))

@@ -258,7 +258,9 @@ def check_model(name: str) -> None:
         AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"model.name: cannot load {name!r}: {first}") from None
+        hint = "" if "/" in name else (f" (not a built-in name: {', '.join(BUILTIN_MODELS)}; "
+                                       f"nor a local folder)")
+        raise ConfigError(f"model.name: cannot load {name!r}{hint}: {first}") from None
 
 
 def setup_logging(run_dir: Optional[Path], verbose: bool = True) -> None:
