@@ -116,3 +116,17 @@ def test_load_task_data_custom_task(tmp_path: Path) -> None:
         load_task_data(tmp_path, "mine", 2, 2, seed=0)
     data = load_task_data(tmp_path, "mine", 2, None, seed=0, default_metric="rougeL")
     assert data.info.benchmark == "custom" and len(data.train) == 2 and len(data.test) == 4
+
+
+def test_more_examples_than_the_split_has_are_named(tmp_path: Path, caplog) -> None:
+    import json
+    import logging
+
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        records = [{"id": f"m_{i}", "input": "q", "output": "a"} for i in range(4)]
+        (tmp_path / split / "mine.json").write_text(json.dumps(records))
+    with caplog.at_level(logging.WARNING, logger="aimmerging"):
+        data = load_task_data(tmp_path, "mine", 10, 4, seed=0, default_metric="rougeL")
+    assert len(data.train) == 4
+    assert caplog.messages == ["mine: 10 train examples asked for, the train split has 4: all are used"]
