@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aimmerging.config import load_config
+from aimmerging.config import build_config, load_config, load_raw
 from aimmerging.errors import ConfigError
 from aimmerging.data.registry import ORDERS
 from aimmerging.runner import task_order
@@ -113,3 +113,11 @@ def test_resume_takes_the_data_folder_however_it_is_spelled(tmp_path, monkeypatc
     for spelling in ("data/x/", "./data/x", str(tmp_path / "data" / "x")):
         assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", [f"data.dir={spelling}"])) is None
     assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", ["data.dir=data"]))[0] == "data.dir"
+
+
+def test_a_bad_set_value_is_named_by_its_set_item():
+    with pytest.raises(ConfigError, match=r"^--set data.n_train=-5: data.n_train: "):
+        load_config(CONFIGS / "smoke.yaml", ["data.n_train=3", "data.n_train=-5"])
+    with pytest.raises(ConfigError, match=r"smoke.yaml: train.epochs: "):   # the file's own value
+        build_config({**load_raw(CONFIGS / "smoke.yaml"), "train": {"epochs": 0}},
+                     str(CONFIGS / "smoke.yaml"), ["data.n_train=3"])

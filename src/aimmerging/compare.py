@@ -77,7 +77,7 @@ def _config_for(raw: dict, source: str, method: str, overrides: Sequence[str],
     data = apply_overrides(raw, pre + list(overrides) + [f"method.name={method}"])
     if a0 is not None and method != SINGLE:
         data["single_task_scores"] = dict(a0)
-    return build_config(data, source)
+    return build_config(data, source, overrides)
 
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 import types
 import typing
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
@@ -188,13 +188,18 @@ def _kind_name(kinds: set) -> str:
     return "another type"
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     where = f"{source}: " if source else ""
+    for item in reversed(list(overrides)):        # the last --set of a key is the one in force
+        key = item.split("=", 1)[0].strip()
+        if loc and (loc == key or loc.startswith(key + ".")):
+            where = f"--set {item}: "
+            break
     if loc and msg.startswith(loc + "."):
         loc = ""
     return f"{where}{loc + ': ' if loc else ''}{msg}"
@@ -249,18 +254,19 @@ def load_raw(path: Union[str, Path]) -> dict:
     return raw
 
 
-def build_config(raw: dict, source: str = "") -> RunConfig:
-    """Validate a raw dict into a :class:`RunConfig`. Raises ConfigError (one line)."""
+def build_config(raw: dict, source: str = "", overrides: Sequence[str] = ()) -> RunConfig:
+    """Validate a raw dict into a :class:`RunConfig`. Raises ConfigError (one line) naming
+    ``source`` (the config file), or the ``--set`` item of ``overrides`` that set the bad key."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(_format_error(err, source, overrides)) from None
 
 
 def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     raw = load_raw(path) if path is not None else {}
-    return build_config(apply_overrides(raw, overrides or []), str(path or ""))
+    return build_config(apply_overrides(raw, overrides or []), str(path or ""), overrides or [])
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -75,6 +75,12 @@ def load_tasks(cfg: RunConfig) -> list:
                                     cfg.data.test_split, default_metric=default))
     for task in tasks:
         check_text(task, data_dir)
+    for task in tasks:          # after every check: an error stays the only line printed
+        for split, asked, have in (("train", cfg.data.n_train, len(task.train)),
+                                   (cfg.data.test_split, cfg.data.n_test, len(task.test))):
+            if asked is not None and have < asked:
+                log.warning("%s: %d %s examples asked for, the %s split has %d: all are used",
+                            task.info.name, asked, split, split, have)
     return tasks
 
 

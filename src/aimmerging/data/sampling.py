@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from dataclasses import dataclass
@@ -89,12 +88,11 @@ def load_task_data(
     """
     info = get_task_info(task, default_metric=default_metric)
     name = canonical_task_name(task)
-    train_all, test_all = load_split(data_dir, task, "train"), load_split(data_dir, task, test_split)
-    for split, asked, have in (("train", n_train, len(train_all)), (test_split, n_test, len(test_all))):
-        if asked is not None and asked > have:
-            logging.getLogger("aimmerging").warning(
-                "%s: %d %s examples asked for, the %s split has %d: all are used", name, asked,
-                split, split, have)
-    train = subsample(train_all, n_train, f"{seed}:{name}:train")
-    test = subsample(test_all, n_test, f"{seed}:{name}:test", stratify=info.metric == "accuracy")
+    train = subsample(load_split(data_dir, task, "train"), n_train, f"{seed}:{name}:train")
+    test = subsample(
+        load_split(data_dir, task, test_split),
+        n_test,
+        f"{seed}:{name}:test",
+        stratify=info.metric == "accuracy",
+    )
     return TaskData(info=info, train=train, test=test)
