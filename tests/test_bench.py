@@ -36,6 +36,10 @@ def test_unknown_benchmark_is_a_one_line_error(capsys, tmp_path):
     assert main(["bench", "--quick", "--only", "nope", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: bench --only: unknown benchmark 'nope'")
+    for empty in ("", " , "):
+        assert main(["bench", "--quick", "--only", empty, "--output", str(tmp_path)]) == 2
+        assert capsys.readouterr().err.startswith("error: bench --only: give at least one benchmark")
+    assert not any(tmp_path.iterdir())
 
 
 def test_ratios_are_collected_from_nested_keys():

@@ -60,9 +60,11 @@ def load_benchmark(name: str, folder: Optional[Path] = None):
 
 
 def _parse_only(value: Optional[str]) -> list[str]:
-    if not value:
+    if value is None:
         return list(BENCHMARKS)
     names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"bench --only: give at least one benchmark; known: {', '.join(BENCHMARKS)}")
     for n in names:
         if n not in BENCHMARKS:
             raise ConfigError(f"bench --only: unknown benchmark {n!r}; known: {', '.join(BENCHMARKS)}")
