@@ -157,6 +157,18 @@ def test_truncated_json(small: Path) -> None:
     assert str(path) in message and "truncated JSON" in message and "line 1" in message
 
 
+def test_json_lines_are_named(small: Path) -> None:
+    import json
+
+    path = small / "train" / "agnews_T5.json"
+    path.write_text("\n".join(json.dumps(r) for r in _records()) + "\n")
+    message = _error(small)
+    assert f"{path}: invalid or truncated JSON at line 2" in message
+    assert "JSON Lines is not read: the file must hold one JSON list of records" in message
+    path.write_text("[1, 2")
+    assert "JSON Lines" not in _error(small)                 # truncated: no hint
+
+
 def test_record_missing_output(small: Path) -> None:
     records = _records()
     del records[3]["output"]

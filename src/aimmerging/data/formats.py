@@ -217,8 +217,12 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            hint = (" (one JSON object per line? JSON Lines is not read: the file must hold one "
+                    "JSON list of records, or the benchmark's {\"Instances\": [...]} object)")
         raise DataError(
-            f"{path}: invalid or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            f"{path}: invalid or truncated JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}"
         ) from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None
