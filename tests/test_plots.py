@@ -109,9 +109,13 @@ def test_all_figures(runs, tmp_path: Path) -> None:
 def test_baseline_without_history_loss_is_skipped(runs, tmp_path: Path, capsys) -> None:
     run = tmp_path / "aim"
     shutil.copytree(runs["aim"], run)
+    (run / "figures").mkdir(exist_ok=True)
+    (run / "figures" / "history_loss_vs_baseline.png").write_bytes(b"an earlier plot's")
     written = plot_run(run, baseline=runs["seq"])
     assert "history_loss_vs_baseline.png" not in {p.name for p in written}
-    assert "no history loss" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no history loss" in err and "removed the earlier history_loss_vs_baseline.png" in err
+    assert not (run / "figures" / "history_loss_vs_baseline.png").exists()
     assert (run / "figures" / "first_task.png").is_file()
 
 

@@ -26,21 +26,33 @@ def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
     for stage, task in run.stages():
         if stage < 2:
             continue
-        p = plot_signals(run, stage, task, figs / f"signals_task{stage:02d}_{_safe(task)}.png")
+        path = figs / f"signals_task{stage:02d}_{_safe(task)}.png"
+        p = plot_signals(run, stage, task, path)
         if p is None:
             _note(f"task {stage} ({task}): no history loss and no merge in {run.path}; "
                   f"no signals figure")
+            _drop_stale(path)
         else:
             written.append(p)
     if base is not None:
-        p = plot_history_vs(run, base, figs / "history_loss_vs_baseline.png")
+        path = figs / "history_loss_vs_baseline.png"
+        p = plot_history_vs(run, base, path)
         if p is not None:
             written.append(p)
+        else:
+            _drop_stale(path)
     if run.tasks:
         written.append(plot_first_task(everyone, figs / "first_task.png"))
         written.append(plot_matrix(run, figs / "accuracy_matrix.png"))
     written.append(plot_intervals(run, figs / "intervals.png"))
     return written
+
+
+def _drop_stale(path: Path) -> None:
+    """Remove a figure an earlier ``plot`` drew that this one does not (it would mislead)."""
+    if path.is_file():
+        path.unlink()
+        _note(f"removed the earlier {path.name}")
 
 
 def cmd_plot(args) -> int:
