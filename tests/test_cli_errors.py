@@ -55,8 +55,9 @@ def _fake_run(folder: Path, cfg: dict | None = None) -> None:
     (folder / "metrics.json").write_text('{"op": 1.0}\n')
     (folder / "checkpoint").mkdir()
     (folder / "checkpoint" / "state.json").write_text('{"position": {"stage": 2, "step": 0}}\n')
-    for name in ("adapter", "method", "rng"):       # read only when training resumes
-        (folder / "checkpoint" / f"{name}.safetensors").write_bytes(b"not read before training")
+    for name in ("adapter.safetensors", "method.safetensors", "rng.safetensors", "optimizer.pt",
+                 "rehearsal_optimizer.pt"):          # read only when training resumes
+        (folder / "checkpoint" / name).write_bytes(b"not read before training")
     (folder / "run.log").write_text("old log\n")
 
 
@@ -218,6 +219,45 @@ def test_resume_with_a_damaged_checkpoint_is_refused(tmp_path, data_copy):
     proc = aimmerging("run", cfg_file, "--output", run_dir, "--resume")
     _assert_one_line_error(proc, "checkpoint lacks rng.safetensors", "--overwrite")
     assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda run: (run / "config.yaml").unlink(), "has a checkpoint but no config.yaml"),
+    (lambda run: (run / "checkpoint" / "optimizer.pt").unlink(), "lacks optimizer.pt"),
+    (lambda run: (run / "checkpoint" / "state.json").write_text(
+        '{"position": {"stage": 1, "step": 0}, "world": 2}'), "started with 2 process(es), not 1"),
+])
+def test_resume_checks_the_checkpoint_before_anything(damage, needle, tmp_path, data_copy):
+    cfg = _base(data_copy)
+    cfg_file, run_dir = tmp_path / "cfg.yaml", tmp_path / "run"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    _fake_run(run_dir, cfg)
+    damage(run_dir)
+    before = _snapshot(run_dir)
+    proc = aimmerging("run", cfg_file, "--output", run_dir, "--resume")
+    _assert_one_line_error(proc, "--resume", needle)
+    assert _snapshot(run_dir) == before
+
+
+def test_overwrite_of_the_current_folder_keeps_the_folder(tmp_path, monkeypatch):
+    from aimmerging.runner import prepare_run_dir
+
+    _fake_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    prepare_run_dir(Path("."), resume=False, overwrite=True)
+    assert (tmp_path / "run").is_dir() and not any((tmp_path / "run").iterdir())
+
+
+def test_demo_replaces_only_a_demo_run(tmp_path):
+    from aimmerging.demo import DEMO_CONFIG, _check_demo_folder
+    from aimmerging.errors import ConfigError as Refused
+
+    _fake_run(tmp_path / "other", {"data": {"n_train": 4}})
+    with pytest.raises(Refused, match="holds a run that is not a demo run"):
+        _check_demo_folder(tmp_path / "other", dict(DEMO_CONFIG))
+    _fake_run(tmp_path / "demo", {**DEMO_CONFIG, "model": {"name": "tiny-llama"}})
+    _check_demo_folder(tmp_path / "demo", dict(DEMO_CONFIG))        # another backbone: a demo run
+    _check_demo_folder(tmp_path / "new", dict(DEMO_CONFIG))
 
 
 def test_misspelled_model_name_lists_the_built_in_ones(tmp_path):

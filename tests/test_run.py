@@ -4,6 +4,7 @@ and seed give identical results; ``aimmerging export`` gives a loadable model.""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -118,11 +119,17 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
     check_ok(proc)
     assert "exported stage02_amazon" in proc.stdout
     check_ok(aimmerging("export", run, "--stage", "2", "--output", dest))   # an export: replaced
-    for folder in (run, tmp_path):             # a run folder, a folder of other things: refused
+    (tmp_path / "exported.tmp").mkdir()        # a user's folder beside it: untouched
+    shutil.copytree(dest, tmp_path / "annotated")
+    (tmp_path / "annotated" / "notes.txt").write_text("mine")
+    for folder in (run, tmp_path, tmp_path / "annotated"):   # a run, other things, an export + notes
         before = sorted(p.name for p in folder.iterdir())
         proc = aimmerging("export", run, "--output", folder)
         assert proc.returncode == 2 and "--output" in proc.stderr, proc.stderr
         assert sorted(p.name for p in folder.iterdir()) == before
+    proc = aimmerging("export", run, "--output", ".")        # the current folder (the repository)
+    assert proc.returncode == 2 and "current folder" in proc.stderr, proc.stderr
+    assert (tmp_path / "exported.tmp").is_dir()
     model = AutoModelForCausalLM.from_pretrained(str(dest))
     assert not any("lora" in n for n, _ in model.named_parameters())
     base = load_backbone("tiny-llama").model

@@ -39,6 +39,8 @@ CHECKPOINT = "checkpoint"
 _OLD = ".checkpoint.old"
 _TMP_PREFIX = ".checkpoint."
 _REQUIRED = ("state.json", "adapter.safetensors", "method.safetensors", "rng.safetensors")
+#: the optimizers a training run's checkpoint holds (``NAME.pt``): the main one, the rehearsal's
+OPTIMIZERS = ("optimizer", "rehearsal_optimizer")
 
 
 # --- JSON without NaN ---------------------------------------------------------------

@@ -41,6 +41,28 @@ def format_report(metrics: dict, merges_per_task: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def _check_demo_folder(output: Path, raw: dict) -> None:
+    """Refuse to replace a run in ``output`` that is not a demo run (any backbone).
+    Raises ConfigError; reads only."""
+    import yaml
+
+    from .errors import ConfigError
+    from .runner import config_difference, holds_run
+
+    if not holds_run(output):
+        return
+    try:
+        old = yaml.safe_load((output / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        old = None
+    if isinstance(old, dict) and isinstance(old.get("model"), dict):
+        same_model = {**raw, "model": {"name": old["model"].get("name", raw["model"]["name"])}}
+        if config_difference(old, build_config(same_model, "demo")) is None:
+            return
+    raise ConfigError(f"--output: {output} holds a run that is not a demo run; the demo replaces "
+                      f"only its own: choose another --output")
+
+
 def run_demo(output: Path, overwrite: bool = True, model: str = "smollm2-135m") -> int:
     """Train the demo stream, print the report, write ``figures/intervals.png``; returns 0."""
     from .plots import plot_intervals
@@ -49,6 +71,8 @@ def run_demo(output: Path, overwrite: bool = True, model: str = "smollm2-135m") 
     raw = dict(DEMO_CONFIG)
     raw["model"] = {"name": model}
     cfg = build_config(raw, "demo")
+    if overwrite:
+        _check_demo_folder(Path(output), raw)
     metrics = run(cfg, output, overwrite=overwrite)
     merges: dict[str, int] = {}
     for row in read_csv_rows(output / "merge_trace.csv"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -26,29 +27,45 @@ def find_adapter(run_dir: Path, stage: Optional[int]) -> Path:
     return match[0]
 
 
-def check_output(output: Path) -> None:
-    """Refuse an ``--output`` that is a file, or a folder holding anything but an earlier
-    export (a model folder: ``config.json``, weights, tokenizer files), which the export
-    replaces whole. Raises ConfigError; reads only."""
-    if output.exists() and not output.is_dir():
+#: what ``save_pretrained`` writes for a model and its tokenizer (an earlier export holds only these)
+EXPORT_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors",
+                          "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                          "merges.txt", "spiece.model", "tokenizer.model", "chat_template.jinja",
+                          "chat_template.json"})
+
+
+def _is_export_file(name: str) -> bool:
+    return name in EXPORT_FILES or (name.startswith("model-") and name.endswith(".safetensors"))
+
+
+def check_output(output: Path) -> Path:
+    """``output`` made absolute, refused (ConfigError) when it is a file, a symbolic link, the
+    current folder or one above it, or a folder holding anything but an earlier export
+    (:data:`EXPORT_FILES`), which the export replaces whole. Reads only."""
+    if output.is_symlink():
+        raise ConfigError(f"--output: {output} is a symbolic link: give the folder itself")
+    path = output.resolve()
+    if path.exists() and not path.is_dir():
         raise ConfigError(f"--output: {output} exists and is not a folder")
-    if not output.is_dir() or not any(output.iterdir()):
-        return
-    if not (output / "config.json").is_file():
-        raise ConfigError(f"--output: {output} is a folder that holds something other than an "
-                          f"exported model, which the export would replace: choose a new folder")
-    allowed = (".json", ".safetensors", ".txt", ".model", ".jinja")
-    other = sorted(p.name for p in output.iterdir() if p.is_dir() or not p.name.endswith(allowed))
-    if other:
-        raise ConfigError(f"--output: {output} holds {', '.join(other[:5])} besides an exported "
-                          f"model, which the export would replace: choose a new folder")
+    if path == Path.cwd().resolve() or path in Path.cwd().resolve().parents:
+        raise ConfigError(f"--output: {output} is the current folder or holds it; the export "
+                          f"replaces its folder whole: give a new folder")
+    if path.is_dir():
+        other = sorted(p.name for p in path.iterdir() if p.is_dir() or not _is_export_file(p.name))
+        if other:
+            shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            raise ConfigError(f"--output: {output} holds {shown}, which is not part of an "
+                              f"exported model and would be deleted: choose a new folder")
+    return path
 
 
 def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tuple[Path, Path]:
     """Merge the adapter (``merge_and_unload``) and save model and tokenizer to ``output``.
 
     ``stage``: 1-based; None for the last stage that finished. ``output`` must be new, empty or
-    an earlier export (:func:`check_output`): it is replaced whole. Returns ``(output, the
+    an earlier export (:func:`check_output`): it is replaced whole, through a temporary
+    folder beside it. Returns ``(output, the
     adapter folder used)``. Raises ConfigError for a folder that is not a run, a missing stage
     or such an ``output``."""
     from peft import PeftModel
@@ -61,16 +78,19 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
         raise ConfigError(f"{run_dir}: no config.yaml (not a run folder)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
-    check_output(output)
+    output = check_output(output)
     model_cfg = build_config(cfg, str(cfg_path)).model    # validated; defaults for older runs
     backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
-    tmp = output.with_name(output.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    backbone.tokenizer.save_pretrained(str(tmp))
-    if output.exists():
-        shutil.rmtree(output)
-    tmp.rename(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        backbone.tokenizer.save_pretrained(str(tmp))
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return output, adapter

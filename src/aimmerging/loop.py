@@ -373,7 +373,7 @@ class ContinualTrainer:
         found = ckpt.find_checkpoint(self.run_dir)
         if found is None:
             return
-        data = ckpt.load_checkpoint(found, ("optimizer", "rehearsal_optimizer"))
+        data = ckpt.load_checkpoint(found, ckpt.OPTIMIZERS)
         state = data["state"]
         if state.get("world", 1) != self.world:
             raise TrainingError(f"{found}: the run was started with {state.get('world', 1)} "

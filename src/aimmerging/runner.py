@@ -136,10 +136,13 @@ def holds_run(run_dir: Path) -> bool:
     return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
 
 
-def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
+                  world: int = 1) -> None:
     """Refuse to write over an existing run unless ``resume`` or ``overwrite``; reads only.
 
-    With ``resume``, the config must be the run's (``config.yaml``) and its checkpoint readable.
+    With ``resume``, the config must be the run's (``config.yaml``), and its checkpoint
+    complete and made by ``world`` processes. ``overwrite`` refuses a folder that holds what
+    no run writes (:func:`foreign_entries`).
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--output: {run_dir} exists and is not a folder")
@@ -155,7 +158,13 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
                               f"nothing was deleted: move them away or choose another --output")
     if not (resume and has_run):
         return
+    from . import checkpoint as ckpt
+
     saved = run_dir / "config.yaml"
+    if not saved.is_file() and ckpt.find_checkpoint(run_dir) is not None:
+        raise ConfigError(f"--resume: {run_dir} has a checkpoint but no config.yaml, so its "
+                          f"settings cannot be checked; nothing was changed: put the run's "
+                          f"config.yaml back, or --overwrite starts the run again")
     if saved.is_file():
         try:
             old = yaml.safe_load(saved.read_text(encoding="utf-8"))
@@ -171,17 +180,22 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) 
                                   f"run ran as {key}={then}; resume with --set {key}={then}")
             raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
                               f"resume with the run's own config (or use --overwrite)")
-    from . import checkpoint as ckpt
-
     found = ckpt.find_checkpoint(run_dir)
     damaged = ckpt.incomplete_checkpoint(run_dir)
     if found is None and damaged is not None:
         raise ConfigError(f"--resume: {damaged[0]} lacks {damaged[1]} and no earlier checkpoint is "
                           f"complete; nothing was changed: --overwrite starts the run again")
     if found is not None:
+        missing = [f"{n}.pt" for n in ckpt.OPTIMIZERS if not (found / f"{n}.pt").is_file()]
+        if missing:
+            raise ConfigError(f"--resume: {found} lacks {missing[0]}; nothing was changed: "
+                              f"--overwrite starts the run again")
         state = ckpt.read_state(found)
         if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
             raise ConfigError(f"--resume: {found}/state.json is not a checkpoint state")
+        if state.get("world", 1) != world:
+            raise ConfigError(f"--resume: {found}: the run was started with {state.get('world', 1)} "
+                              f"process(es), not {world}; resume it with as many")
 
 
 def config_difference(old, cfg: RunConfig):
@@ -236,7 +250,11 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     Call :func:`check_run_dir` first (this function only acts).
     """
     if overwrite and holds_run(run_dir) and not resume:
-        shutil.rmtree(run_dir)
+        for entry in run_dir.iterdir():     # what a run wrote (checked): the folder itself stays
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -308,7 +326,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     """
     run_dir = Path(run_dir)
     # every check before touching the run folder (on every rank: they all stop alike)
-    check_run_dir(run_dir, cfg, resume, overwrite)
+    check_run_dir(run_dir, cfg, resume, overwrite, 1 if accelerator is None else accelerator.num_processes)
     tasks = load_tasks(cfg)
     check_model(cfg.model.name)
     is_main = accelerator is None or accelerator.is_main_process
