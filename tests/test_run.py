@@ -60,6 +60,16 @@ def test_run_folder_is_complete(two_runs):
     assert not [p for p in run.rglob(".*")], list(run.rglob(".*"))
 
 
+def test_signals_log_the_learning_rate_each_step_used(two_runs):
+    import yaml
+
+    lr = yaml.safe_load((two_runs[0] / "config.yaml").read_text())["train"]["lr"]
+    rows = csv_rows(two_runs[0] / "signals.csv")
+    for task in {r["task"] for r in rows}:
+        rates = [float(r["lr"]) for r in rows if r["task"] == task]
+        assert 0 < rates[-1] < rates[0] <= lr, (task, rates)     # linear decay, never 0 in use
+
+
 def test_threads_option_sets_and_logs_torch_threads(two_runs):
     log = (two_runs[0] / "run.log").read_text()
     assert "torch CPU threads: 1 " in log                     # the machine has more cores

@@ -251,6 +251,7 @@ class ContinualTrainer:
                     continue
                 group = chunks[s0:s0 + tc.grad_accum]
                 t0 = time.perf_counter()
+                lr = sched.get_last_lr()[0]           # the rate this step uses (the schedule moves after it)
                 try:
                     loss_value = self._optimizer_step(group, examples, sched)
                 except RuntimeError as exc:   # an overflow in the optimizer, out of memory ...
@@ -261,7 +262,7 @@ class ContinualTrainer:
                     raise self._stopped(stage.name, step, f"training loss is {loss_value}")
                 self.counters["train_steps"] += 1
                 self.signal = {"task": stage.name, "stage": stage.index + 1, "step": step,
-                               "train_loss": loss_value, "lr": sched.get_last_lr()[0]}
+                               "train_loss": loss_value, "lr": lr}
                 try:
                     self.method.after_step(stage, step, loss_value)
                 except ValueError as exc:   # e.g. the controller refuses a non-finite l1 change
