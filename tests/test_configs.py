@@ -121,3 +121,22 @@ def test_a_bad_set_value_is_named_by_its_set_item():
     with pytest.raises(ConfigError, match=r"smoke.yaml: train.epochs: "):   # the file's own value
         build_config({**load_raw(CONFIGS / "smoke.yaml"), "train": {"epochs": 0}},
                      str(CONFIGS / "smoke.yaml"), ["data.n_train=3"])
+
+
+def test_an_unknown_section_set_on_the_command_line_is_named_by_its_set_item():
+    with pytest.raises(ConfigError, match=r"^--set bogus.key=1: bogus: unknown key"):
+        load_config(CONFIGS / "smoke.yaml", ["bogus.key=1"])
+
+
+def test_the_config_file_may_follow_the_set_values():
+    from aimmerging.cli import build_parser
+    from aimmerging.config import split_config_argument
+
+    args = build_parser().parse_args(["run", "--set", "a.b=1", "c.d=2", "x.yaml", "--set", "e.f=3"])
+    assert split_config_argument(args.config, args.overrides) == ("x.yaml", ["a.b=1", "c.d=2", "e.f=3"])
+    args = build_parser().parse_args(["run", "x.yaml", "--set", "a.b=1", "c.d=2"])
+    assert split_config_argument(args.config, args.overrides) == ("x.yaml", ["a.b=1", "c.d=2"])
+    with pytest.raises(ConfigError, match="give the YAML config file"):
+        split_config_argument(None, ["a.b=1"])
+    with pytest.raises(ConfigError, match="'x.yaml', 'y' are not KEY=VALUE items"):
+        split_config_argument(None, ["x.yaml", "y"])

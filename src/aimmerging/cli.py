@@ -26,19 +26,21 @@ from .threads import add_threads_arg, apply_threads
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=1 (repeatable)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="KEY=VALUE", help="override config values, e.g. --set train.epochs=1 "
+                                             "data.n_train=16 (repeatable)")
 
 
 def cmd_run(args) -> int:
     """``aimmerging run``. Every rank of a multi-process run stops on the same errors; only
     rank 0 prints them (one line), so a torchrun launch shows one ``error:`` line."""
-    from .config import load_config
+    from .config import load_config, split_config_argument
     from .runner import run
 
     apply_threads(args)
     try:
+        args.config, args.overrides = split_config_argument(args.config, args.overrides)
         cfg = load_config(args.config, args.overrides)
         out = Path(args.output) if args.output else \
             Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"

@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from .config import METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw
+from .config import (METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw,
+                     split_config_argument)
 from .errors import ConfigError, missing_folder
 from .io import atomic_write_json, atomic_write_text
 from .threads import add_threads_arg, apply_threads
@@ -346,13 +347,7 @@ def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
-    if args.config is None:      # --set's values came last and took the config with them
-        bare = [o for o in args.overrides if "=" not in o]
-        if len(bare) != 1:
-            raise ConfigError("compare: give the YAML config, e.g. aimmerging compare "
-                              "configs/smoke.yaml --methods replay --output runs/cmp")
-        args.config = bare[0]
-        args.overrides = [o for o in args.overrides if o != bare[0]]
+    args.config, args.overrides = split_config_argument(args.config, args.overrides)
     apply_threads(args)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet)

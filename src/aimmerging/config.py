@@ -197,12 +197,26 @@ def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = 
     where = f"{source}: " if source else ""
     for item in reversed(list(overrides)):        # the last --set of a key is the one in force
         key = item.split("=", 1)[0].strip()
-        if loc and (loc == key or loc.startswith(key + ".")):
+        if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
             where = f"--set {item}: "
             break
     if loc and msg.startswith(loc + "."):
         loc = ""
     return f"{where}{loc + ': ' if loc else ''}{msg}"
+
+
+def split_config_argument(config: Optional[str], overrides: Sequence[str]) -> tuple[str, list[str]]:
+    """The config file and the ``--set`` items of a command line where ``--set KEY=VALUE ...``
+    (several values a flag) may have taken the config file that followed it: the one item
+    without ``=``. Raises ConfigError when there is no config file, or more than one."""
+    overrides = list(overrides)
+    if config is not None:
+        return config, overrides
+    bare = [o for o in overrides if "=" not in o]
+    if len(bare) != 1:
+        raise ConfigError("give the YAML config file (e.g. configs/smoke.yaml)" if not bare else
+                          f"--set: {', '.join(map(repr, bare))} are not KEY=VALUE items")
+    return bare[0], [o for o in overrides if o != bare[0]]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
