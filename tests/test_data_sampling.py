@@ -118,19 +118,18 @@ def test_load_task_data_custom_task(tmp_path: Path) -> None:
     assert data.info.benchmark == "custom" and len(data.train) == 2 and len(data.test) == 4
 
 
-def test_more_examples_than_a_split_has_are_named(tmp_path: Path, caplog) -> None:
+def test_more_examples_than_a_split_has_are_named(tmp_path: Path) -> None:
     import json
-    import logging
 
     from aimmerging.config import build_config
-    from aimmerging.runner import load_tasks
+    from aimmerging.runner import load_tasks, sample_size_notes
 
     for split, n in (("train", 4), ("test", 3)):
         (tmp_path / split).mkdir()
         records = [{"id": f"m_{i}", "input": "q", "output": "a"} for i in range(n)]
         (tmp_path / split / "mine.json").write_text(json.dumps(records))
     cfg = build_config({"data": {"dir": str(tmp_path), "tasks": ["mine"], "n_train": 10, "n_test": 3}})
-    with caplog.at_level(logging.WARNING, logger="aimmerging"):
-        tasks = load_tasks(cfg)
+    tasks = load_tasks(cfg)
     assert len(tasks[0].train) == 4
-    assert caplog.messages == ["mine: 10 train examples asked for, the train split has 4: all are used"]
+    assert sample_size_notes(cfg, tasks) == [
+        "mine: 10 train examples asked for, the train split has 4: all are used"]

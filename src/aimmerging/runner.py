@@ -75,13 +75,19 @@ def load_tasks(cfg: RunConfig) -> list:
                                     cfg.data.test_split, default_metric=default))
     for task in tasks:
         check_text(task, data_dir)
-    for task in tasks:          # after every check: an error stays the only line printed
+    return tasks
+
+
+def sample_size_notes(cfg: RunConfig, tasks: list) -> list[str]:
+    """One line per task split with fewer examples than ``data.n_train`` / ``data.n_test`` ask for."""
+    notes = []
+    for task in tasks:
         for split, asked, have in (("train", cfg.data.n_train, len(task.train)),
                                    (cfg.data.test_split, cfg.data.n_test, len(task.test))):
             if asked is not None and have < asked:
-                log.warning("%s: %d %s examples asked for, the %s split has %d: all are used",
-                            task.info.name, asked, split, split, have)
-    return tasks
+                notes.append(f"{task.info.name}: {asked} {split} examples asked for, the {split} "
+                             f"split has {have}: all are used")
+    return notes
 
 
 def check_text(task, data_dir: Path) -> None:
@@ -340,6 +346,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
         accelerator.wait_for_everyone()
     setup_logging(run_dir if is_main else None, verbose=progress and is_main)
     quiet_libraries()
+    for note in sample_size_notes(cfg, tasks):     # after every check: an error is the only line
+        log.warning("%s", note)
     if fresh:
         log.warning("--resume: %s: starting a new run", f"no checkpoint in {run_dir} yet" if was_run
                     else f"nothing to resume in {run_dir}")
