@@ -199,3 +199,29 @@ def test_step_signals_reach_tensorboard(tmp_path):
     history = [float(r["history_loss"]) for r in rows if r["history_loss"]]
     assert history and scalars["history_loss"] == pytest.approx(history, rel=1e-5)
     assert "interval" in scalars and "threshold" in scalars
+
+
+def test_unknown_or_missing_tracker_is_refused_before_the_run(monkeypatch):
+    import accelerate.utils
+
+    from aimmerging.errors import ConfigError
+    from aimmerging.runner import check_tracker
+
+    check_tracker(None)
+    with pytest.raises(ConfigError, match="'nonsense' is not an Accelerate tracker; known: .*tensorboard"):
+        check_tracker("nonsense")
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"wandb is not installed here \(pip install wandb\)"):
+        check_tracker("wandb")
+
+
+def test_mixed_precision_a_cpu_cannot_apply_is_named(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU fp16 autocast applies")
+    out = tmp_path / "run"
+    check_ok(aimmerging("run", SMOKE, *sets(SMALL + ["data.tasks=[dbpedia,amazon]", "data.n_train=4",
+                                                     "train.epochs=1", "train.mixed_precision=fp16"]),
+                        "--output", out, "--quiet"))
+    log = (out / "run.log").read_text()
+    assert "train.mixed_precision: fp16 is not applied on cpu" in log
+    assert "mixed precision: none (train.mixed_precision: fp16)" in log

@@ -264,6 +264,25 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def check_tracker(name: Optional[str]) -> None:
+    """Fail before the run folder is touched when ``train.report_to`` names a tracker that
+    Accelerate does not know or whose package is not installed (Accelerate would only warn
+    and train without it)."""
+    if not name:
+        return
+    import accelerate.utils as acc_utils
+    from accelerate.utils import LoggerType
+
+    known = [t.value for t in LoggerType]
+    if name not in known:
+        raise ConfigError(f"train.report_to: {name!r} is not an Accelerate tracker; known: "
+                          f"{', '.join(known)}")
+    available = getattr(acc_utils, f"is_{name}_available", None)
+    if available is not None and not available():
+        extra = ' (pip install -e ".[tensorboard]")' if name == "tensorboard" else f" (pip install {name})"
+        raise ConfigError(f"train.report_to: {name} is not installed here{extra}")
+
+
 def check_model(name: str) -> None:
     """Fail before the run folder is touched when the backbone cannot be found."""
     from .models import BUILTIN_MODELS, resolve_model_path
@@ -333,6 +352,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     run_dir = Path(run_dir)
     # every check before touching the run folder (on every rank: they all stop alike)
     check_run_dir(run_dir, cfg, resume, overwrite, 1 if accelerator is None else accelerator.num_processes)
+    check_tracker(cfg.train.report_to)
     tasks = load_tasks(cfg)
     check_model(cfg.model.name)
     is_main = accelerator is None or accelerator.is_main_process
@@ -357,6 +377,13 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     from .monitoring import describe_history_pass
 
     trainer = ContinualTrainer(cfg, run_dir, tasks, accelerator=accelerator, progress=progress)
+    acc = trainer.accelerator
+    if cfg.train.mixed_precision not in ("no", "auto") and not acc.native_amp:
+        log.warning("train.mixed_precision: %s is not applied on %s (Accelerate has no %s "
+                    "autocast there): training runs in the model's precision",
+                    cfg.train.mixed_precision, acc.device.type, cfg.train.mixed_precision)
+    log.info("mixed precision: %s (train.mixed_precision: %s)",
+             acc.mixed_precision if acc.native_amp else "none", cfg.train.mixed_precision)
     weights = str(getattr(trainer.net.get_base_model(), "dtype", "?")).replace("torch.", "")
     log.info("backbone weights: %s (model.dtype: %s); LoRA adapter: float32", weights, cfg.model.dtype)
     log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
