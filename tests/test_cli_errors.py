@@ -240,7 +240,7 @@ def test_resume_checks_the_checkpoint_before_anything(damage, needle, tmp_path, 
 
 
 def test_overwrite_of_the_current_folder_keeps_the_folder(tmp_path, monkeypatch):
-    from aimmerging.runner import prepare_run_dir
+    from aimmerging.rundir import prepare_run_dir
 
     _fake_run(tmp_path / "run")
     monkeypatch.chdir(tmp_path / "run")

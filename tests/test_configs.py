@@ -42,7 +42,7 @@ def test_tasks_and_order_together_warn(caplog):
 def test_resume_accepts_logging_and_fwt_changes_only(tmp_path):
     from aimmerging.config import dump_config
     from aimmerging.errors import ConfigError
-    from aimmerging.runner import check_run_dir
+    from aimmerging.rundir import check_run_dir
 
     cfg = load_config(CONFIGS / "smoke.yaml")
     run = tmp_path / "run"
@@ -61,7 +61,7 @@ def test_a_run_saved_before_a_new_key_resumes_at_its_default(tmp_path):
     import yaml
 
     from aimmerging.config import dump_config
-    from aimmerging.runner import check_run_dir, config_difference
+    from aimmerging.rundir import check_run_dir, config_difference
 
     cfg = load_config(CONFIGS / "smoke.yaml")
     old = yaml.safe_load(dump_config(cfg))
@@ -79,7 +79,7 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     import yaml
 
     from aimmerging.config import dump_config
-    from aimmerging.runner import check_run_dir, config_difference
+    from aimmerging.rundir import check_run_dir, config_difference
 
     cfg = load_config(CONFIGS / "smoke.yaml")               # history_precision: auto
     old = yaml.safe_load(dump_config(cfg))
@@ -105,7 +105,7 @@ def test_model_dtype_takes_auto_and_names_a_wrong_value():
 
 def test_resume_takes_the_data_folder_however_it_is_spelled(tmp_path, monkeypatch):
     from aimmerging.config import dump_config
-    from aimmerging.runner import config_difference
+    from aimmerging.rundir import config_difference
 
     (tmp_path / "data" / "x").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

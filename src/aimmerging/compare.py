@@ -14,7 +14,7 @@ Layout of ``DIR``::
 
 A method whose folder already holds ``metrics.json`` is not run again; a folder with a
 checkpoint but no ``metrics.json`` is resumed. A folder whose run used other settings (save
-those a resume may change: ``runner.RESUME_MAY_CHANGE``) is refused before anything runs. Every method except ``single_task``
+those a resume may change: ``rundir.RESUME_MAY_CHANGE``) is refused before anything runs. Every method except ``single_task``
 also logs the history loss (``method.log_history_loss=true``, which a ``--set`` can
 turn off) so that ``aimmerging plot --baseline`` can compare forgetting; the time
 spent measuring it is subtracted from ``train_seconds`` of the methods that do not
@@ -101,11 +101,11 @@ def _check_same_config(cfg, run_dir: Path) -> None:
     """Raise ConfigError when the run folder's config differs from ``cfg`` in a key that
     changes training: its results would be tabulated under settings it did not run with.
 
-    Keys a resume may change (logging, FWT's a0 scores: ``runner.RESUME_MAY_CHANGE``) are ignored.
+    Keys a resume may change (logging, FWT's a0 scores: ``rundir.RESUME_MAY_CHANGE``) are ignored.
     """
     import yaml
 
-    from .runner import config_difference
+    from .rundir import config_difference
 
     path = run_dir / "config.yaml"
     if not path.is_file():

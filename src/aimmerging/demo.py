@@ -47,7 +47,7 @@ def _check_demo_folder(output: Path, raw: dict) -> None:
     import yaml
 
     from .errors import ConfigError
-    from .runner import config_difference, holds_run
+    from .rundir import config_difference, holds_run
 
     if not holds_run(output):
         return

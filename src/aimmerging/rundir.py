@@ -1,0 +1,177 @@
+"""The run folder: what a run writes there, and the checks before a run writes to it.
+
+``aimmerging run`` refuses to write over a run unless ``--resume`` (the config must be the
+run's own and its checkpoint complete) or ``--overwrite`` (the folder must hold only what a
+run writes, which is then deleted; the folder itself stays).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .config import RunConfig
+from .errors import ConfigError
+
+
+RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
+#: config keys that may change when a run is resumed: they change what is logged or
+#: reported (FWT from the a0 scores), not the training; prefix sharing changes the history
+#: loss by float rounding only (a controller decision could flip only at a near-exact tie)
+RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
+                     ("method", "log_history_loss"), ("method", "history_share_prefix"),
+                     ("single_task_scores",)}
+
+
+#: keys added since runs were first saved whose default changes what such a run did: a
+#: saved config without the key ran as this value (the history loss in float32 before
+#: ``method.history_precision``), so resuming it under the new default is refused
+EARLIER_BEHAVIOUR = {("method", "history_precision"): "model"}
+
+
+#: what a run writes in its folder (``aimmerging plot`` adds ``figures``; an Accelerate
+#: tracker such as tensorboard logs under the project name, ``aimmerging``), besides the
+#: checkpoint's ``.checkpoint.*`` folders and atomic writes' ``.NAME.*.tmp`` files
+RUN_ENTRIES = frozenset({"config.yaml", "checkpoint", "metrics.json", "run.log", "adapters",
+                         "predictions", "accuracy_matrix.csv", "accuracy_matrix.json",
+                         "merge_trace.csv", "signals.csv", "figures", "aimmerging"})
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that no run writes (:data:`RUN_ENTRIES`), sorted: what
+    ``--overwrite`` must not delete."""
+    def ours(name: str) -> bool:
+        return name in RUN_ENTRIES or name.startswith(".checkpoint.") or (
+            name.endswith(".tmp") and any(name.startswith(f".{e}.") for e in RUN_ENTRIES))
+
+    return sorted(p.name for p in run_dir.iterdir() if not ours(p.name))
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds (part of) a run."""
+    return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+
+
+def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
+                  world: int = 1) -> None:
+    """Refuse to write over an existing run unless ``resume`` or ``overwrite``; reads only.
+
+    With ``resume``, the config must be the run's (``config.yaml``), and its checkpoint
+    complete and made by ``world`` processes. ``overwrite`` refuses a folder that holds what
+    no run writes (:func:`foreign_entries`).
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--output: {run_dir} exists and is not a folder")
+    has_run = holds_run(run_dir)
+    if has_run and not (resume or overwrite):
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it "
+                          f"or --overwrite to start again")
+    if overwrite and has_run and not resume:
+        foreign = foreign_entries(run_dir)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ConfigError(f"--overwrite: {run_dir} also holds what no run writes ({shown}); "
+                              f"nothing was deleted: move them away or choose another --output")
+    if not (resume and has_run):
+        return
+    from . import checkpoint as ckpt
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() and ckpt.find_checkpoint(run_dir) is not None:
+        raise ConfigError(f"--resume: {run_dir} has a checkpoint but no config.yaml, so its "
+                          f"settings cannot be checked; nothing was changed: put the run's "
+                          f"config.yaml back, or --overwrite starts the run again")
+    if saved.is_file():
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise ConfigError(f"--resume: {saved} is not valid YAML") from None
+        diff = config_difference(old, cfg)
+        if diff is not None:
+            key, then, now = diff
+            section, _, name = key.partition(".")
+            block = old.get(section) if isinstance(old, dict) else None
+            if (section, name) in EARLIER_BEHAVIOUR and isinstance(block, dict) and name not in block:
+                raise ConfigError(f"--resume: {saved} was written before {key} existed, and the "
+                                  f"run ran as {key}={then}; resume with --set {key}={then}")
+            raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
+                              f"resume with the run's own config (or use --overwrite)")
+    found = ckpt.find_checkpoint(run_dir)
+    damaged = ckpt.incomplete_checkpoint(run_dir)
+    if found is None and damaged is not None:
+        raise ConfigError(f"--resume: {damaged[0]} lacks {damaged[1]} and no earlier checkpoint is "
+                          f"complete; nothing was changed: --overwrite starts the run again")
+    if found is not None:
+        missing = [f"{n}.pt" for n in ckpt.OPTIMIZERS if not (found / f"{n}.pt").is_file()]
+        if missing:
+            raise ConfigError(f"--resume: {found} lacks {missing[0]}; nothing was changed: "
+                              f"--overwrite starts the run again")
+        state = ckpt.read_state(found)
+        if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
+            raise ConfigError(f"--resume: {found}/state.json is not a checkpoint state")
+        if state.get("world", 1) != world:
+            raise ConfigError(f"--resume: {found}: the run was started with {state.get('world', 1)} "
+                              f"process(es), not {world}; resume it with as many")
+
+
+def config_difference(old, cfg: RunConfig):
+    """The first (dotted key, saved value, value now) where a saved config differs from ``cfg``.
+
+    The saved config (a dict read from a run's ``config.yaml``) is validated first, so
+    that keys added to the config since the run was made count at their defaults, which
+    keep the earlier behaviour, or at their ``EARLIER_BEHAVIOUR`` value where the default
+    does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
+    """
+    from .config import build_config
+
+    saved = old if isinstance(old, dict) else {}
+    for (section, key), value in EARLIER_BEHAVIOUR.items():
+        if isinstance(saved.get(section), dict) and key not in saved[section]:
+            saved = {**saved, section: {**saved[section], key: value}}
+    try:
+        saved = build_config(saved).model_dump(mode="json")
+    except ConfigError:          # build_config's only error: compare the raw dict instead
+        pass
+    return _first_difference(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
+
+
+def _same_paths(config: dict) -> dict:
+    """``config`` with ``data.dir`` absolute and normalised (against the current folder), so
+    that ``data/x/``, ``./data/x`` and its absolute path compare equal."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dir"), str):
+        config = {**config, "data": {**data, "dir": os.path.normpath(os.path.abspath(data["dir"]))}}
+    return config
+
+
+def _first_difference(old: dict, new: dict, prefix: tuple = ()):
+    """The first (dotted key, old value, new value) where two config dicts differ, or None."""
+    for key in list(new) + [k for k in old if k not in new]:
+        path = prefix + (key,)
+        if path in RESUME_MAY_CHANGE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _first_difference(a, b, path)
+            if sub is not None:
+                return sub
+        elif a != b:
+            return ".".join(map(str, path)), a, b
+    return None
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run folder; ``overwrite`` (without ``resume``) first removes an existing run.
+
+    Call :func:`check_run_dir` first (this function only acts).
+    """
+    if overwrite and holds_run(run_dir) and not resume:
+        for entry in run_dir.iterdir():     # what a run wrote (checked): the folder itself stays
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
