@@ -163,3 +163,29 @@ def test_cli_exit_code_through_main(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "accuracy_matrix.json" in capsys.readouterr().err
+
+
+def test_no_finished_stage_draws_no_score_figures(runs, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "aim"
+    shutil.copytree(runs["aim"], run)
+    (run / "accuracy_matrix.json").write_text(json.dumps(
+        {"tasks": TASKS, "matrix": [[None] * len(TASKS) for _ in TASKS]}))
+    (run / "figures").mkdir(exist_ok=True)
+    (run / "figures" / "first_task.png").write_bytes(b"an earlier plot's")
+    names = {p.name for p in plot_run(run)}
+    assert "first_task.png" not in names and "accuracy_matrix.png" not in names
+    assert "no stage of" in capsys.readouterr().err
+    assert not (run / "figures" / "first_task.png").exists()
+
+
+def test_a_run_of_other_tasks_is_named_and_drawn_whole(runs, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "longer"
+    shutil.copytree(runs["seq"], other)
+    tasks = TASKS + ["sst2"]
+    matrix = [[None if j < i else 50.0 for j in range(5)] for i in range(5)]
+    (other / "accuracy_matrix.json").write_text(json.dumps({"tasks": tasks, "matrix": matrix}))
+    run = tmp_path / "aim"
+    shutil.copytree(runs["aim"], run)
+    plot_run(run, others=[other])
+    assert "its line follows its own stages" in capsys.readouterr().err
+    _check_png(run / "figures" / "first_task.png")

@@ -41,9 +41,13 @@ def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
             written.append(p)
         else:
             _drop_stale(path)
-    if run.tasks:
+    if any(v is not None for row in run.matrix for v in row):
         written.append(plot_first_task(everyone, figs / "first_task.png"))
         written.append(plot_matrix(run, figs / "accuracy_matrix.png"))
+    else:
+        _note(f"no stage of {run.path} has finished: no score figures")
+        for name in ("first_task.png", "accuracy_matrix.png"):
+            _drop_stale(figs / name)
     written.append(plot_intervals(run, figs / "intervals.png"))
     return written
 

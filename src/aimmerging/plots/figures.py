@@ -101,7 +101,7 @@ def plot_history_vs(run: RunData, base: RunData, path: Path) -> Optional[Path]:
         return None
     ncol = min(3, len(panels))
     nrow = math.ceil(len(panels) / ncol)
-    fig = _figure(4.6 * ncol + 0.5, 3.4 * nrow + 0.6)
+    fig = _figure(max(4.6 * ncol + 0.5, 8.5), 3.4 * nrow + 0.6)   # room for the title
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     for ax, (stage, task) in zip(axes, panels):
         for r, rstage, color in ((base, base_stages[task], COLORS[1]), (run, stage, COLORS[0])):
@@ -120,7 +120,7 @@ def plot_history_vs(run: RunData, base: RunData, path: Path) -> Optional[Path]:
         ax.legend(fontsize=8)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(f"History loss (earlier tasks' memory) per task: {run.label} vs {base.label}\n"
+    fig.suptitle(f"History loss (earlier tasks' memory) per task\n{run.label} vs {base.label}; "
                  f"dotted lines: {run.label}'s merges", fontweight="bold")
     return _save(fig, path)
 
@@ -130,7 +130,7 @@ def plot_first_task(runs: list[RunData], path: Path) -> Path:
     main = runs[0]
     fig = _figure(8, 5)
     ax = fig.subplots()
-    k = len(main.tasks)
+    k = max(len(r.tasks) for r in runs)
     markers = "osD^vP*X"
     for n, r in enumerate(runs):
         row = r.matrix[0] if r.matrix else []
@@ -140,10 +140,14 @@ def plot_first_task(runs: list[RunData], path: Path) -> Path:
             continue
         if r.tasks[:1] != main.tasks[:1]:
             _note(f"{r.path}: its first task is {r.tasks[:1]}, not {main.tasks[:1]}")
+        elif r.tasks != main.tasks:
+            _note(f"{r.path}: its tasks ({', '.join(r.tasks)}) are not {main.path.name}'s "
+                  f"({', '.join(main.tasks)}); its line follows its own stages")
         change = f", {pts[-1][1] - pts[0][1]:+.1f} points" if len(pts) > 1 else ""
         ax.plot(*zip(*pts), marker=markers[n % len(markers)], color=COLORS[n % len(COLORS)],
                 lw=2.2 if n == 0 else 1.5, ms=7, label=f"{r.label}{change}")
-    ax.set_xticks(range(1, k + 1), [f"{j + 1}\n{t}" for j, t in enumerate(main.tasks)],
+    names = list(main.tasks) + [""] * (k - len(main.tasks))
+    ax.set_xticks(range(1, k + 1), [f"{j + 1}\n{t}" for j, t in enumerate(names)],
                   fontsize=8 if k <= 8 else 6)
     ax.set_xlim(0.6, k + 0.9)
     ax.set_ylim(-3, 103)
