@@ -41,6 +41,11 @@ def test_check_prints_counts(tmp_path: Path, capsys) -> None:
     assert out[0].split() == ["task", "benchmark", "metric", "train", "dev", "test"]
     assert out[2].split() == ["rte", "long_sequence", "accuracy", "3", "2", "2"]
     assert out[-1] == "1 tasks, 0 problem(s)"
+    for split in ("train", "test"):                       # a task of the user's own: exact match
+        (root / split / "mine.json").write_text(json.dumps([{"id": "m", "input": "q", "output": "a"}]))
+    assert _run(["data", "check", str(root)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["mine", "custom", "accuracy", "1", "-", "1"] in rows
 
 
 def test_check_reports_each_bad_file(tmp_path: Path, capsys) -> None:
