@@ -205,8 +205,19 @@ def test_overwrite_keeps_a_folder_with_other_files(tmp_path, data_copy):
     (run_dir / "src").mkdir()
     before = _snapshot(run_dir)
     proc = aimmerging("run", cfg_file, "--output", run_dir, "--overwrite")
-    _assert_one_line_error(proc, "--overwrite", "notes.txt, src", "nothing was deleted")
+    _assert_one_line_error(proc, "--output", "notes.txt, src", "nothing was deleted")
     assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("flag", ["", "--overwrite"])
+def test_a_users_own_config_file_in_the_folder_is_kept(flag, tmp_path, data_copy):
+    folder = tmp_path / "myproj"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("# my notes\n" + yaml.safe_dump(_base(data_copy)))
+    before = _snapshot(folder)
+    proc = aimmerging("run", folder / "config.yaml", "--output", folder, *([flag] if flag else []))
+    _assert_one_line_error(proc, "holds no run but has config.yaml", "nothing was changed")
+    assert _snapshot(folder) == before
 
 
 def test_resume_with_a_damaged_checkpoint_is_refused(tmp_path, data_copy):

@@ -182,3 +182,21 @@ def test_config_may_follow_the_set_values(tmp_path: Path, monkeypatch) -> None:
     assert seen == {"config": str(CONFIG), "overrides": ["train.epochs=1", "data.n_train=4"]}
     assert main(["compare", "--methods", "replay", "--output", str(tmp_path / "o"),
                  "--set", "train.epochs=1"]) == 2
+
+
+def test_compare_refuses_an_unresumable_run_before_running(tmp_path: Path) -> None:
+    from aimmerging.config import dump_config, load_config
+
+    out = tmp_path / "cmp"
+    folder = out / "replay"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(load_config(
+        CONFIG, ["method.name=replay", "method.log_history_loss=true"])))
+    (folder / "run.log").write_text("")
+    for name in ("state.json", "adapter.safetensors", "method.safetensors", "rng.safetensors",
+                 "rehearsal_optimizer.pt"):                        # no optimizer.pt
+        (folder / "checkpoint" / name).write_text('{"position": {"stage": 0, "step": 2}}')
+    with pytest.raises(ConfigError, match=r"replay cannot be resumed: .*lacks optimizer.pt; nothing "
+                                          r"was run: remove the folder"):
+        compare_runs(CONFIG, ["seq_lora", "replay"], [], out, fwt=False, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["replay"]     # seq_lora did not run

@@ -48,6 +48,7 @@ def test_resume_accepts_logging_and_fwt_changes_only(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "run.log").write_text("")                                 # what a run writes first
     later = load_config(CONFIGS / "smoke.yaml", ["method.log_history_loss=true",
                                                  "train.checkpoint_every=3"])
     later = later.model_copy(update={"single_task_scores": {"dbpedia": 50.0}})
@@ -70,6 +71,7 @@ def test_a_run_saved_before_a_new_key_resumes_at_its_default(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.log").write_text("")
     check_run_dir(run, cfg, resume=True, overwrite=False)
     changed = load_config(CONFIGS / "smoke.yaml", ["model.dtype=bfloat16"])
     assert config_difference(old, changed)[0] == "model.dtype"
@@ -88,6 +90,7 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.log").write_text("")
     with pytest.raises(ConfigError, match="written before method.history_precision existed, and "
                        "the run ran as method.history_precision=model; resume with "
                        "--set method.history_precision=model"):
@@ -140,3 +143,24 @@ def test_the_config_file_may_follow_the_set_values():
         split_config_argument(None, ["a.b=1"])
     with pytest.raises(ConfigError, match="'x.yaml', 'y' are not KEY=VALUE items"):
         split_config_argument(None, ["x.yaml", "y"])
+
+
+def test_an_empty_tracker_is_no_tracker_and_all_needs_one_installed(monkeypatch):
+    import accelerate.utils
+
+    from aimmerging.runner import check_tracker
+
+    assert load_config(CONFIGS / "smoke.yaml", ["train.report_to="]).train.report_to is None
+    assert load_config(CONFIGS / "smoke.yaml", ["train.report_to=' '"]).train.report_to is None
+    for name in dir(accelerate.utils):
+        if name.startswith("is_") and name.endswith("_available"):
+            monkeypatch.setattr(accelerate.utils, name, lambda: False)
+    with pytest.raises(ConfigError, match="all: no tracker is installed here"):
+        check_tracker("all")
+
+
+def test_a_set_item_without_a_value_is_not_taken_for_the_config():
+    from aimmerging.config import split_config_argument
+
+    with pytest.raises(ConfigError, match=r"--set 'data.n_test': expected KEY=VALUE"):
+        split_config_argument(None, ["data.n_train=8", "data.n_test"])

@@ -186,6 +186,12 @@ def test_a_run_of_other_tasks_is_named_and_drawn_whole(runs, tmp_path: Path, cap
     (other / "accuracy_matrix.json").write_text(json.dumps({"tasks": tasks, "matrix": matrix}))
     run = tmp_path / "aim"
     shutil.copytree(runs["aim"], run)
-    plot_run(run, others=[other])
-    assert "its line follows its own stages" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(runs["seq"], unfinished)
+    (unfinished / "accuracy_matrix.json").write_text(json.dumps(
+        {"tasks": TASKS, "matrix": [[None] * 4 for _ in TASKS]}))
+    plot_run(run, others=[other, unfinished])
+    err = capsys.readouterr().err
+    assert "its line follows its own stages" in err
+    assert f"{unfinished}: no stage has finished; no line in first_task.png" in err
     _check_png(run / "figures" / "first_task.png")

@@ -4,6 +4,7 @@ and seed give identical results; ``aimmerging export`` gives a loadable model.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -128,6 +129,9 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
     proc = aimmerging("export", run, "--stage", "2", "--output", dest)
     check_ok(proc)
     assert "exported stage02_amazon" in proc.stdout
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o777 & ~mask       # as mkdir makes a folder
     check_ok(aimmerging("export", run, "--stage", "2", "--output", dest))   # an export: replaced
     (tmp_path / "exported.tmp").mkdir()        # a user's folder beside it: untouched
     shutil.copytree(dest, tmp_path / "annotated")

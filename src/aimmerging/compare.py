@@ -83,6 +83,7 @@ def _config_for(raw: dict, source: str, method: str, overrides: Sequence[str],
 
 def _run_one(cfg, run_dir: Path, progress: bool) -> dict:
     """Run (or reuse, or resume) one method into ``run_dir``; returns its metrics."""
+    from .rundir import holds_run
     from .runner import run
 
     metrics_path = run_dir / "metrics.json"
@@ -90,7 +91,7 @@ def _run_one(cfg, run_dir: Path, progress: bool) -> dict:
     if metrics_path.is_file():
         _say(f"{name}: reusing the finished run in {run_dir}", progress)
         return _read_json(metrics_path)
-    resume = (run_dir / "checkpoint").exists() or (run_dir / "config.yaml").exists()
+    resume = holds_run(run_dir)
     _say(f"{name}: {'resuming' if resume else 'running'} into {run_dir}", progress)
     metrics = run(cfg, run_dir, resume=resume, overwrite=False, progress=progress)
     _free_memory()
@@ -120,6 +121,21 @@ def _check_same_config(cfg, run_dir: Path) -> None:
         raise ConfigError(f"{path} has {key}={then!r}, not {now!r} as asked: its results would "
                           f"be tabulated under settings it did not run with; nothing was run: "
                           f"remove {run_dir} to run it again, or use another --output")
+
+
+def _check_resumable(cfg, run_dir: Path) -> None:
+    """The checks ``aimmerging run`` makes of its folder (:func:`~aimmerging.rundir.check_run_dir`)
+    for a method folder compare will resume or write into, before anything runs."""
+    from .rundir import check_run_dir, holds_run
+
+    if (run_dir / "metrics.json").is_file() or not run_dir.exists():
+        return
+    try:
+        check_run_dir(run_dir, cfg, resume=holds_run(run_dir), overwrite=False)
+    except ConfigError as exc:
+        why = str(exc).removeprefix("--resume: ").split("; nothing was changed")[0]
+        raise ConfigError(f"{run_dir} cannot be resumed: {why}; nothing was run: remove the "
+                          f"folder to run it again, or use another --output") from None
 
 
 def _free_memory() -> None:
@@ -160,6 +176,7 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     for m in dict.fromkeys(([SINGLE] if fwt else []) + names):   # fail before any compute
         cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
         _check_same_config(cfg, out / m)
+        _check_resumable(cfg, out / m)
     if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
         raise ConfigError(f"data.dir: {missing_folder(cfg.data.dir)} is not a folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -158,6 +158,11 @@ class TrainConfig(_Section):
     # the prefix tokens' LoRA dropout mask is then shared by the rows of a group
     share_prefix: bool = False
 
+    @field_validator("report_to")
+    @classmethod
+    def _no_tracker_when_empty(cls, value: Optional[str]) -> Optional[str]:
+        return value.strip() or None if isinstance(value, str) else value
+
 
 class EvalConfig(_Section):
     """Evaluation after each task: batched greedy generation."""
@@ -216,6 +221,8 @@ def split_config_argument(config: Optional[str], overrides: Sequence[str]) -> tu
     if len(bare) != 1:
         raise ConfigError("give the YAML config file (e.g. configs/smoke.yaml)" if not bare else
                           f"--set: {', '.join(map(repr, bare))} are not KEY=VALUE items")
+    if not bare[0].endswith((".yaml", ".yml")) and not Path(bare[0]).is_file():
+        raise ConfigError(f"--set {bare[0]!r}: expected KEY=VALUE (and give the YAML config file)")
     return bare[0], [o for o in overrides if o != bare[0]]
 
 

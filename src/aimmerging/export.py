@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -84,6 +85,9 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)            # as a plain mkdir would (mkdtemp makes it private)
     try:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         backbone.tokenizer.save_pretrained(str(tmp))

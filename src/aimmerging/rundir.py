@@ -51,8 +51,16 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` already holds (part of) a run."""
-    return run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+    """Whether ``run_dir`` already holds (part of) a run: a checkpoint or ``metrics.json``, or
+    the ``config.yaml`` and ``run.log`` a run writes first (a user's own config.yaml is not one)."""
+    if not run_dir.is_dir():
+        return False
+    return any((run_dir / f).exists() for f in RUN_FILES if f != "config.yaml") or (
+        (run_dir / "config.yaml").is_file() and (run_dir / "run.log").is_file())
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
@@ -72,9 +80,14 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
     if overwrite and has_run and not resume:
         foreign = foreign_entries(run_dir)
         if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise ConfigError(f"--overwrite: {run_dir} also holds what no run writes ({shown}); "
-                              f"nothing was deleted: move them away or choose another --output")
+            raise ConfigError(f"--output: {run_dir} holds a run and also what no run writes "
+                              f"({_shown(foreign)}); nothing was deleted: move them away or "
+                              f"choose another --output")
+    if not has_run and run_dir.is_dir():
+        taken = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_ENTRIES)
+        if taken:
+            raise ConfigError(f"--output: {run_dir} holds no run but has {_shown(taken)}, which a "
+                              f"run would write over; nothing was changed: choose another --output")
     if not (resume and has_run):
         return
     from . import checkpoint as ckpt
@@ -112,7 +125,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
         state = ckpt.read_state(found)
         if not isinstance(state, dict) or not isinstance(state.get("position"), dict):
             raise ConfigError(f"--resume: {found}/state.json is not a checkpoint state")
-        if state.get("world", 1) != world:
+        if str(state.get("world", 1)) != str(world):
             raise ConfigError(f"--resume: {found}: the run was started with {state.get('world', 1)} "
                               f"process(es), not {world}; resume it with as many")
 

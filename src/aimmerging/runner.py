@@ -114,6 +114,11 @@ def check_tracker(name: Optional[str]) -> None:
     if name not in known:
         raise ConfigError(f"train.report_to: {name!r} is not an Accelerate tracker; known: "
                           f"{', '.join(known)}")
+    if name == "all":
+        if not any(getattr(acc_utils, f"is_{k}_available", lambda: False)() for k in known):
+            raise ConfigError("train.report_to: all: no tracker is installed here "
+                              '(pip install -e ".[tensorboard]")')
+        return
     available = getattr(acc_utils, f"is_{name}_available", None)
     if available is not None and not available():
         extra = ' (pip install -e ".[tensorboard]")' if name == "tensorboard" else f" (pip install {name})"

@@ -137,15 +137,18 @@ def plot_first_task(runs: list[RunData], path: Path) -> Path:
         shift = 0.05 * (n - (len(runs) - 1) / 2)        # overlapping lines stay visible
         pts = [(j + 1 + shift, v) for j, v in enumerate(row) if v is not None]
         if not pts:
+            _note(f"{r.path}: no stage has finished; no line in {path.name}")
             continue
+        label = r.label
         if r.tasks[:1] != main.tasks[:1]:
-            _note(f"{r.path}: its first task is {r.tasks[:1]}, not {main.tasks[:1]}")
+            _note(f"{r.path}: its first task is {r.tasks[0]}, not {main.tasks[0]}")
+            label = f"{r.label} (its first task: {r.tasks[0]})"
         elif r.tasks != main.tasks:
             _note(f"{r.path}: its tasks ({', '.join(r.tasks)}) are not {main.path.name}'s "
                   f"({', '.join(main.tasks)}); its line follows its own stages")
         change = f", {pts[-1][1] - pts[0][1]:+.1f} points" if len(pts) > 1 else ""
         ax.plot(*zip(*pts), marker=markers[n % len(markers)], color=COLORS[n % len(COLORS)],
-                lw=2.2 if n == 0 else 1.5, ms=7, label=f"{r.label}{change}")
+                lw=2.2 if n == 0 else 1.5, ms=7, label=f"{label}{change}")
     names = list(main.tasks) + [""] * (k - len(main.tasks))
     ax.set_xticks(range(1, k + 1), [f"{j + 1}\n{t}" for j, t in enumerate(names)],
                   fontsize=8 if k <= 8 else 6)
