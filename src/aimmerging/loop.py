@@ -396,8 +396,6 @@ class ContinualTrainer:
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
-        if self.position["stage"] >= len(self.stages):
-            log.info("resumed from %s: the run had finished, nothing is left to train", found)
-        else:
-            log.info("resumed from %s at stage %d, step %d", found, self.position["stage"] + 1,
-                     self.position["step"])
+        stage, step = self.position["stage"], self.position["step"]
+        log.info("resumed from %s%s", found, ": the run had finished, nothing is left to train"
+                 if stage >= len(self.stages) else f" at stage {stage + 1}, step {step}")
