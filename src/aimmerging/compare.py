@@ -104,23 +104,15 @@ def _check_same_config(cfg, run_dir: Path) -> None:
 
     Keys a resume may change (logging, FWT's a0 scores: ``rundir.RESUME_MAY_CHANGE``) are ignored.
     """
-    import yaml
+    from .rundir import config_difference, saved_config
 
-    from .rundir import config_difference
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: not valid YAML; the folder holds no usable run") from None
-    diff = config_difference(old, cfg)
+    old = saved_config(run_dir)
+    diff = None if old is None else config_difference(old, cfg)
     if diff is not None:
         key, then, now = diff
-        raise ConfigError(f"{path} has {key}={then!r}, not {now!r} as asked: its results would "
-                          f"be tabulated under settings it did not run with; nothing was run: "
-                          f"remove {run_dir} to run it again, or use another --output")
+        raise ConfigError(f"{run_dir / 'config.yaml'} has {key}={then!r}, not {now!r} as asked: "
+                          f"its results would be tabulated under settings it did not run with; "
+                          f"nothing was run: remove {run_dir} to run it again, or use another --output")
 
 
 def _check_resumable(cfg, run_dir: Path) -> None:

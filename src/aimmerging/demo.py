@@ -44,16 +44,14 @@ def format_report(metrics: dict, merges_per_task: dict[str, int]) -> str:
 def _check_demo_folder(output: Path, raw: dict) -> None:
     """Refuse to replace a run in ``output`` that is not a demo run (any backbone).
     Raises ConfigError; reads only."""
-    import yaml
-
     from .errors import ConfigError
-    from .rundir import config_difference, holds_run
+    from .rundir import config_difference, holds_run, saved_config
 
     if not holds_run(output):
         return
     try:
-        old = yaml.safe_load((output / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        old = saved_config(output)
+    except ConfigError:
         old = None
     if isinstance(old, dict) and isinstance(old.get("model"), dict):
         same_model = {**raw, "model": {"name": old["model"].get("name", raw["model"]["name"])}}

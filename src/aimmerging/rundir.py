@@ -98,10 +98,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                           f"settings cannot be checked; nothing was changed: put the run's "
                           f"config.yaml back, or --overwrite starts the run again")
     if saved.is_file():
-        try:
-            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise ConfigError(f"--resume: {saved} is not valid YAML") from None
+        old = saved_config(run_dir)
         diff = config_difference(old, cfg)
         if diff is not None:
             key, then, now = diff
@@ -128,6 +125,18 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
         if str(state.get("world", 1)) != str(world):
             raise ConfigError(f"--resume: {found}: the run was started with {state.get('world', 1)} "
                               f"process(es), not {world}; resume it with as many")
+
+
+def saved_config(run_dir: Path):
+    """The content of a run folder's ``config.yaml`` (any YAML value), or None when there is
+    none. Raises ConfigError when it is not valid YAML."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(f"{path} is not valid YAML; the folder holds no usable run") from None
 
 
 def config_difference(old, cfg: RunConfig):
