@@ -17,7 +17,8 @@ from .config import RunConfig
 from .errors import ConfigError
 
 
-RUN_FILES = ("config.yaml", "checkpoint", ".checkpoint.old", "metrics.json")
+#: what only a run that got past its first checkpoint or its end holds
+RUN_FILES = ("checkpoint", ".checkpoint.old", "metrics.json")
 #: config keys that may change when a run is resumed: they change what is logged or
 #: reported (FWT from the a0 scores), not the training; prefix sharing changes the history
 #: loss by float rounding only (a controller decision could flip only at a near-exact tie)
@@ -55,7 +56,7 @@ def holds_run(run_dir: Path) -> bool:
     the ``config.yaml`` and ``run.log`` a run writes first (a user's own config.yaml is not one)."""
     if not run_dir.is_dir():
         return False
-    return any((run_dir / f).exists() for f in RUN_FILES if f != "config.yaml") or (
+    return any((run_dir / f).exists() for f in RUN_FILES) or (
         (run_dir / "config.yaml").is_file() and (run_dir / "run.log").is_file())
 
 
