@@ -193,14 +193,10 @@ class ContinualTrainer:
             self.writer.save_adapter(self.net, stage)
             self.position = {"stage": stage.index + 1, "step": 0}
             self._checkpoint()
-        metrics = self.writer.finish(self.method, self.timing, self.counters, self.traces_summary())
+        metrics = self.writer.finish(self.method, self.timing, self.counters,
+                                     self.writer.traces.merge_counts())
         self.accelerator.end_training()
         return metrics
-
-    def traces_summary(self) -> dict:
-        merges = self.writer.traces.merges
-        return {"merges": len(merges),
-                "effective_merges": sum(1 for m in merges if float(m["alpha_past"]) > 0)}
 
     def _stage_steps(self, n: int) -> tuple[int, int]:
         tc = self.cfg.train

@@ -68,6 +68,11 @@ class Traces:
         atomic_write_text(Path(run_dir) / "signals.csv", rows_to_csv(self.signals, SIGNAL_FIELDS))
         atomic_write_text(Path(run_dir) / "merge_trace.csv", rows_to_csv(self.merges, MERGE_FIELDS))
 
+    def merge_counts(self) -> dict:
+        """``merges`` (all of them) and ``effective_merges`` (alpha_past > 0) for metrics.json."""
+        return {"merges": len(self.merges),
+                "effective_merges": sum(1 for m in self.merges if float(m["alpha_past"]) > 0)}
+
     def state_dict(self) -> dict:
         return {"signals": self.signals, "merges": self.merges}
 
