@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed")
-    p.add_argument("--output", default="runs/demo", help="run folder (default: runs/demo); a demo run already there is replaced")
+    p.add_argument("--output", default="runs/demo",
+                   help="run folder (default: runs/demo); a demo run already there is replaced")
     p.add_argument("--model", default="smollm2-135m", help="backbone (default: smollm2-135m)")
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)

@@ -27,3 +27,9 @@ def missing_folder(path) -> str:
 
     text = str(path)
     return text if os.path.isabs(text) else f"{text} (relative to {os.getcwd()})"
+
+
+def shown_names(names) -> str:
+    """The first five of ``names`` for an error message, then how many more there are."""
+    names = list(names)
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, shown_names
 
 
 def find_adapter(run_dir: Path, stage: Optional[int]) -> Path:
@@ -55,9 +55,8 @@ def check_output(output: Path) -> Path:
     if path.is_dir():
         other = sorted(p.name for p in path.iterdir() if p.is_dir() or not _is_export_file(p.name))
         if other:
-            shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
-            raise ConfigError(f"--output: {output} holds {shown}, which is not part of an "
-                              f"exported model and would be deleted: choose a new folder")
+            raise ConfigError(f"--output: {output} holds {shown_names(other)}, which is not part "
+                              f"of an exported model and would be deleted: choose a new folder")
     return path
 
 
@@ -66,9 +65,8 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
 
     ``stage``: 1-based; None for the last stage that finished. ``output`` must be new, empty or
     an earlier export (:func:`check_output`): it is replaced whole, through a temporary
-    folder beside it. Returns ``(output, the
-    adapter folder used)``. Raises ConfigError for a folder that is not a run, a missing stage
-    or such an ``output``."""
+    folder beside it. Returns ``(output, the adapter folder used)``. Raises ConfigError for a
+    folder that is not a run, a missing stage or such an ``output``."""
     from peft import PeftModel
 
     from .config import build_config

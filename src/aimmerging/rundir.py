@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, shown_names
 
 
 #: what only a run that got past its first checkpoint or its end holds
@@ -60,10 +60,6 @@ def holds_run(run_dir: Path) -> bool:
         (run_dir / "config.yaml").is_file() and (run_dir / "run.log").is_file())
 
 
-def _shown(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                   world: int = 1) -> None:
     """Refuse to write over an existing run unless ``resume`` or ``overwrite``; reads only.
@@ -82,13 +78,14 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
         foreign = foreign_entries(run_dir)
         if foreign:
             raise ConfigError(f"--output: {run_dir} holds a run and also what no run writes "
-                              f"({_shown(foreign)}); nothing was deleted: move them away or "
+                              f"({shown_names(foreign)}); nothing was deleted: move them away or "
                               f"choose another --output")
     if not has_run and run_dir.is_dir():
         taken = sorted(p.name for p in run_dir.iterdir() if p.name in RUN_ENTRIES)
         if taken:
-            raise ConfigError(f"--output: {run_dir} holds no run but has {_shown(taken)}, which a "
-                              f"run would write over; nothing was changed: choose another --output")
+            raise ConfigError(f"--output: {run_dir} holds no run but has {shown_names(taken)}, "
+                              f"which a run would write over; nothing was changed: choose another "
+                              f"--output")
     if not (resume and has_run):
         return
     from . import checkpoint as ckpt
