@@ -77,7 +77,9 @@ def describe_history_pass(cfg, model) -> str:
     setting = cfg.method.history_precision
     precision = "bfloat16 autocast" if history_dtype(setting, model) else "model precision"
     shared = "shared prefixes" if history_shares_prefix(cfg, model) else "plain batch"
-    return f"memory batch {history_batch_size(cfg)}, {precision} (method.history_precision: {setting}), {shared}"
+    draw = "a new one every step" if cfg.method.history_draw == "step" else "one per merge interval"
+    return (f"memory batch {history_batch_size(cfg)} ({draw}, method.history_draw: "
+            f"{cfg.method.history_draw}), {precision} (method.history_precision: {setting}), {shared}")
 
 
 def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:
