@@ -216,3 +216,55 @@ def test_training_with_shared_prefixes_follows_the_plain_run_without_dropout(tmp
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for x, y in zip(a, b):
         assert float(x["train_loss"]) == pytest.approx(float(y["train_loss"]), rel=1e-3, abs=1e-4)
+
+
+def test_interval_draw_keeps_one_memory_batch_per_merge_interval(tmp_path, monkeypatch):
+    import aimmerging.loop as loop
+
+    drawn = []
+    inner = loop.ContinualTrainer.memory_batch
+
+    def spy(self, kind, key, batch_size):
+        examples = inner(self, kind, key, batch_size)
+        if kind == "history":
+            drawn.append((key, repr(examples)))
+        return examples
+
+    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    out, m = _run(tmp_path, "aimmerging", history_draw="interval", history_batch_size=2)
+    signals = [r for r in _rows(out / "signals.csv") if r["history_loss"]]
+    assert len(signals) == len(drawn) and m["merges"] >= 2
+    merged = {(r["task"], r["step"]) for r in _rows(out / "merge_trace.csv")}
+    intervals, current = [], []
+    for row, draw in zip(signals, drawn):
+        if current and row["step"] == "1":          # a new task starts a new interval
+            intervals.append(current)
+            current = []
+        current.append(draw)
+        if (row["task"], row["step"]) in merged:
+            intervals.append(current)
+            current = []
+    intervals.append(current)
+    intervals = [i for i in intervals if i]
+    assert len(intervals) >= 3
+    for interval in intervals:                       # one batch (key and examples) per interval
+        assert len(set(interval)) == 1
+    keys = [interval[0][0] for interval in intervals]
+    assert len(set(keys)) == len(keys)               # each interval draws its own
+    assert "one per merge interval, method.history_draw: interval" in (out / "run.log").read_text()
+
+
+def test_step_draw_draws_a_new_memory_batch_every_step(tmp_path, monkeypatch):
+    import aimmerging.loop as loop
+
+    keys = []
+    inner = loop.ContinualTrainer.memory_batch
+
+    def spy(self, kind, key, batch_size):
+        if kind == "history":
+            keys.append(key)
+        return inner(self, kind, key, batch_size)
+
+    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    _run(tmp_path, "aimmerging")
+    assert len(keys) > 4 and len(set(keys)) == len(keys)
