@@ -2,7 +2,8 @@
 
 Both methods run the real :class:`~aimmerging.loop.ContinualTrainer` on the same
 task stream, model, batch size and number of steps per task (``max_steps_per_task``),
-one after the other (interleaved when repeated; figures are medians). The split of
+side by side: in one process, taking turns step by step (:mod:`.turns`), so that the drift
+of a shared machine's speed reaches both alike (figures are medians over repeats). The split of
 AIMMerging's training time comes from the loop's own timers:
 
 - ``train_step_seconds``: main optimizer steps (forward, backward, clip, AdamW);
@@ -46,6 +47,7 @@ import torch
 
 from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
                       target, threads, time_calls, verdict, write_result)
+from .turns import run_in_turns
 
 NAME = "overhead"
 HISTORY_BATCH_SIZES = (8, 4, 2, 1)
@@ -101,7 +103,21 @@ def _figures(res: dict, calls: dict) -> dict:
         "monitor_seconds_per_step": parts["monitor_seconds"] / monitored if monitored else 0.0,
         "median_step_seconds": median(calls.get("_optimizer_step", [])),
         "median_monitor_seconds": median(calls.get("history_loss", [])),
+        "seconds_per_step_by_stage": _per_stage(res["stages"]),
     }
+
+
+def _per_stage(stages: list[dict]) -> list[float]:
+    """Main-step seconds per step of each stage, from the timers' totals at each stage's end
+    (the first stage is the same plain LoRA training in both methods)."""
+    out, before = [], {"train_step_seconds": 0.0, "train_steps": 0}
+    for st in stages:
+        now = {"train_step_seconds": st["timing"].get("train_step_seconds", 0.0),
+               "train_steps": st["counters"].get("train_steps", 0)}
+        steps = now["train_steps"] - before["train_steps"]
+        out.append((now["train_step_seconds"] - before["train_step_seconds"]) / steps if steps else math.nan)
+        before = now
+    return out
 
 
 def _ratios(aim: dict, rep: dict) -> dict:
@@ -121,6 +137,8 @@ def _ratios(aim: dict, rep: dict) -> dict:
         # medians of per-call durations: robust to other jobs' bursts on a shared machine
         "median_monitor_to_step_ratio": aim["median_monitor_seconds"] / aim["median_step_seconds"],
         "median_main_step_ratio": aim["median_step_seconds"] / rep["median_step_seconds"],
+        "first_task_main_step_ratio": (aim["seconds_per_step_by_stage"][0]
+                                       / rep["seconds_per_step_by_stage"][0]),
     }
 
 
@@ -312,22 +330,26 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
         tasks = load_tasks(_config(s, "replay"))
         for r in range(s["repeats"]):
-            for method in ("replay", "aimmerging"):
-                calls: dict = {}
-                res = run_trainer(_config(s, method), Path(tmp) / f"{method}_{r}", tasks,
-                                  instrument=lambda tr, c=calls: _instrument(tr, c))
-                per[method].append(_figures(res, calls))
-                if method == "aimmerging" and r == s["repeats"] - 1:
-                    step = median(f["seconds_per_step"] for f in per["aimmerging"])
-                    sweep = history_sweep(res["trainer"], s["draws"], step)
-                    probe = rehearsal_probe(res["trainer"], s["probe_steps"], step)
-                    sharing = prefix_probe(res["trainer"], s["draws"])
-                    noise = signal_noise(res["trainer"])
-                    used = history_dtype(res["trainer"].cfg.method.history_precision, res["trainer"].model)
-                del res
+            methods = ("replay", "aimmerging")
+            calls: dict = {m: {} for m in methods}
+            jobs = [{"cfg": _config(s, m), "run_dir": Path(tmp) / f"{m}_{r}", "tasks": tasks,
+                     "instrument": lambda tr, c=calls[m]: _instrument(tr, c)} for m in methods]
+            done = dict(zip(methods, run_in_turns(jobs, run_trainer)))   # side by side, step by step
+            for method, res in done.items():
+                per[method].append(_figures(res, calls[method]))
+            if r == s["repeats"] - 1:
+                res = done["aimmerging"]
+                step = median(f["seconds_per_step"] for f in per["aimmerging"])
+                sweep = history_sweep(res["trainer"], s["draws"], step)
+                probe = rehearsal_probe(res["trainer"], s["probe_steps"], step)
+                sharing = prefix_probe(res["trainer"], s["draws"])
+                noise = signal_noise(res["trainer"])
+                used = history_dtype(res["trainer"].cfg.method.history_precision, res["trainer"].model)
+            del done
     ratios_each = [_ratios(a, b) for a, b in zip(per["aimmerging"], per["replay"])]
     ratios = {k: median(r[k] for r in ratios_each) for k in ratios_each[0]}
-    agg = {m: {k: median(f[k] for f in fs) for k in fs[0]} for m, fs in per.items()}
+    agg = {m: {k: ([median(x) for x in zip(*(f[k] for f in fs))] if isinstance(fs[0][k], list)
+                   else median(f[k] for f in fs)) for k in fs[0]} for m, fs in per.items()}
     aim = agg["aimmerging"]
     targets = {
         "monitor_to_step_ratio": target(ratios["monitor_to_step_ratio"], "<=", 0.10),

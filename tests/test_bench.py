@@ -100,3 +100,39 @@ def test_sampling_activations_run_the_controller_on_sampled_losses():
     assert rates["1"]["activated_merges"] == pytest.approx(calm * (1 - 0.9 ** 11), abs=0.015)
     assert rates["1"]["early_merges"] == 0.0       # F_max = 3 activations need 3 steps before S
     assert rates["10"]["activated_merges"] == 0.0  # the whole memory: the mean never moves
+
+
+def _fake_run(log, steps, fail_at=None):
+    """A stand-in for run_trainer: a trainer whose steps log (name, step) in the order they ran."""
+    import types
+
+    def run(cfg, run_dir, tasks, instrument):
+        trainer = types.SimpleNamespace(timing={"train_step_seconds": 0.0, "train_seconds": 0.0})
+        trainer._optimizer_step = lambda step: log.append((cfg, step))
+        instrument(trainer)
+        for s in range(steps[cfg]):
+            if (cfg, s) == fail_at:
+                raise RuntimeError(f"{cfg} failed")
+            trainer._optimizer_step(s)
+        return {"run_seconds": 0.0, "trainer": trainer}
+
+    return run
+
+
+def test_runs_in_turns_alternate_step_by_step_until_one_ends():
+    turns = bench.load_benchmark("turns")
+    log = []
+    jobs = [{"cfg": "a", "run_dir": None, "tasks": None}, {"cfg": "b", "run_dir": None, "tasks": None}]
+    out = turns.run_in_turns(jobs, _fake_run(log, {"a": 2, "b": 4}))
+    assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("b", 3)]
+    assert [r["trainer"].timing["train_step_seconds"] <= 0 for r in out] == [True, True]
+    assert all("waited_seconds" in r for r in out)
+
+
+def test_a_failing_run_in_turns_lets_the_other_finish_then_raises():
+    turns = bench.load_benchmark("turns")
+    log = []
+    jobs = [{"cfg": "a", "run_dir": None, "tasks": None}, {"cfg": "b", "run_dir": None, "tasks": None}]
+    with pytest.raises(RuntimeError, match="a failed"):
+        turns.run_in_turns(jobs, _fake_run(log, {"a": 3, "b": 3}, fail_at=("a", 1)))
+    assert log == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]
