@@ -66,10 +66,13 @@ def settings(quick: bool) -> dict:
 
 def _config(s: dict, method: str):
     """cpu_small with the benchmark's model, tasks and steps (``$AIMMERGING_BENCH_HISTORY_BATCH``
-    sets ``method.history_batch_size``; otherwise the config's value, by default the batch size)."""
+    and ``_DRAW`` set ``method.history_batch_size`` and ``method.history_draw``; otherwise the
+    config's values, by default 2 and ``interval``)."""
     extra = []
     if os.environ.get("AIMMERGING_BENCH_HISTORY_BATCH"):
         extra.append(f"method.history_batch_size={int(os.environ['AIMMERGING_BENCH_HISTORY_BATCH'])}")
+    if os.environ.get("AIMMERGING_BENCH_HISTORY_DRAW"):
+        extra.append(f"method.history_draw={os.environ['AIMMERGING_BENCH_HISTORY_DRAW']}")
     return make_config([f"model.name={s['model']}", f"method.name={method}",
                         f"data.tasks=[{','.join(s['tasks'])}]", f"data.n_train={s['n_train']}",
                         "data.n_test=4", "eval.max_new_tokens=2", "train.epochs=3",
@@ -357,13 +360,17 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
         "run_to_step_budget_ratio": target(ratios["run_to_step_budget_ratio"], "<=", 1.05),
     }
     hb = history_batch_size(_config(s, "aimmerging"))
+    draw = _config(s, "aimmerging").method.history_draw
     precision = "bfloat16" if used is not None else "model precision"
     noisy = noise.get("during_last_task", noise["all_tasks"])["sampling_activations"].get(str(hb), {})
+    per_step = (f"at fixed parameters a new batch of {hb} every step would activate the forgetting "
+                f"signal by sampling alone on {noisy.get('per_step', math.nan):.1%} of steps and in "
+                f"{noisy.get('activated_merges', math.nan):.0%} of merge intervals")
+    sampled = (f"one batch per merge interval, so sampling alone never activates the forgetting "
+               f"signal ({per_step})" if draw == "interval" else per_step)
     summary = (f"overhead: AIMMerging/LoRAReplay time {ratios['total_time_ratio']:.2f}x (paper ~1.3); "
                f"monitoring {ratios['monitor_to_step_ratio']:.1%} of a main step (memory batch {hb}, "
-               f"{precision}; at fixed parameters sampling alone activates the forgetting signal on "
-               f"{noisy.get('per_step', math.nan):.1%} of steps and in "
-               f"{noisy.get('activated_merges', math.nan):.0%} of merge intervals; "
+               f"{precision}; {sampled}; "
                f"prefix sharing {sharing['first_task']['plain_to_shared_ratio']:.2f}x with one task in "
                f"memory, {sharing['all_tasks']['plain_to_shared_ratio']:.2f}x with all), "
                f"rehearsal {ratios['rehearsal_to_main_ratio']:.1%} ({aim['rehearsal_steps']:.0f} steps, "
@@ -373,7 +380,7 @@ def _run(quick: bool, output: Path, n_threads: int) -> dict:
                f"{ratios['run_to_step_budget_ratio']:.3f}x its steps at LoRAReplay's step time; "
                f"{verdict(targets)}")
     figures = {
-        "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb, "history_precision": precision,
+        "mode": "quick" if quick else "full", "settings": {**s, "history_batch_size": hb, "history_draw": draw, "history_precision": precision,
                                                          "torch_threads": n_threads},
         "ratios": ratios, "targets": targets, "aimmerging": aim, "replay": agg["replay"],
         "history_batch_sweep": sweep, "signal_noise": noise, "rehearsal_probe": probe,

@@ -100,6 +100,33 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     check_run_dir(run, same, resume=True, overwrite=False)
 
 
+def test_a_run_saved_before_history_draw_resumes_with_its_own_memory_batch(tmp_path):
+    import yaml
+
+    from aimmerging.config import dump_config
+    from aimmerging.rundir import check_run_dir, config_differences
+
+    cfg = load_config(CONFIGS / "smoke.yaml")        # memory batch 2, one per merge interval
+    old = yaml.safe_load(dump_config(cfg))
+    old["method"]["history_batch_size"] = None       # as the version before saved it
+    del old["method"]["history_draw"]
+    assert config_differences(old, cfg) == [("method.history_batch_size", None, 2),
+                                            ("method.history_draw", "step", "interval")]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    (run / "run.log").write_text("")
+    with pytest.raises(ConfigError, match=r"method.history_batch_size is 2 here but None in .*; "
+                       r".* was written before method.history_draw existed, and the run ran as "
+                       r"method.history_draw=step; resume with --set "
+                       r"method.history_batch_size=null method.history_draw=step "):
+        check_run_dir(run, cfg, resume=True, overwrite=False)
+    same = load_config(CONFIGS / "smoke.yaml",
+                       ["method.history_batch_size=null", "method.history_draw=step"])
+    assert config_differences(old, same) == []
+    check_run_dir(run, same, resume=True, overwrite=False)
+
+
 def test_model_dtype_takes_auto_and_names_a_wrong_value():
     assert load_config(CONFIGS / "smoke.yaml", ["model.dtype=auto"]).model.dtype == "auto"
     with pytest.raises(ConfigError, match="model.dtype"):

@@ -231,7 +231,7 @@ def test_interval_draw_keeps_one_memory_batch_per_merge_interval(tmp_path, monke
         return examples
 
     monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
-    out, m = _run(tmp_path, "aimmerging", history_draw="interval", history_batch_size=2)
+    out, m = _run(tmp_path, "aimmerging")           # the defaults: 2 examples, one per interval
     signals = [r for r in _rows(out / "signals.csv") if r["history_loss"]]
     assert len(signals) == len(drawn) and m["merges"] >= 2
     merged = {(r["task"], r["step"]) for r in _rows(out / "merge_trace.csv")}
@@ -266,5 +266,5 @@ def test_step_draw_draws_a_new_memory_batch_every_step(tmp_path, monkeypatch):
         return inner(self, kind, key, batch_size)
 
     monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
-    _run(tmp_path, "aimmerging")
+    _run(tmp_path, "aimmerging", history_draw="step")
     assert len(keys) > 4 and len(set(keys)) == len(keys)

@@ -99,10 +99,12 @@ class MethodConfig(_Section):
     name: str = "aimmerging"
     memory_ratio: float = Field(default=0.02, gt=0, le=1)
     memory_size: Optional[int] = Field(default=None, ge=1)   # per task; overrides memory_ratio
-    history_batch_size: Optional[int] = Field(default=None, ge=1)  # None = train.batch_size
-    # which memory batch the history loss uses (monitoring.py): "step" draws a new one every
-    # step (the paper); "interval" draws one per merge interval and keeps it for the interval
-    history_draw: Literal["step", "interval"] = "step"
+    # the memory batch of the history loss and how it is drawn (monitoring.py): "interval"
+    # draws one per merge interval and keeps it until the next merge, so that the loss moves
+    # with the parameters alone; "step" draws a new one every step (the paper's reading).
+    # None = train.batch_size. The paper's per-step batch of 8 costs a third of a step here
+    history_batch_size: Optional[int] = Field(default=2, ge=1)
+    history_draw: Literal["step", "interval"] = "interval"
     log_history_loss: bool = False       # also measure the history loss where the method needs none
     # run a memory batch's shared task prefixes once (prefix.py); "auto": for models of at
     # least prefix.MIN_SHARING_PARAMETERS parameters (a tiny model's passes are fixed cost)

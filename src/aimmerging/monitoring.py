@@ -1,4 +1,17 @@
-"""How the history-loss pass runs: shared prefixes (:mod:`.prefix`) and its precision.
+"""How the history-loss pass runs: its memory batch, shared prefixes (:mod:`.prefix`) and
+its precision.
+
+The memory batch (``method.history_batch_size``, default 2; ``method.history_draw``,
+default ``"interval"``): one batch of 2 memory examples is drawn at the start of each merge
+interval (the task's start or a merge) and kept until the next merge. The forgetting
+threshold is ``gamma_forget`` times the mean loss of the interval's first ``2S/3`` steps, so
+a kept batch compares the same examples' loss before and after: it rises only when the
+parameters move, and sampling alone never activates the forgetting signal. A new batch every
+step (``"step"``, the paper's "a batch of historical data" beside each training batch) needs
+the training batch's 8 examples to keep its sampling noise under the threshold, and that
+pass costs about a third of a training step on a CPU; at a new batch of 2 per step, sampling
+alone activated the signal in a fifth to a half of the intervals and cost 3 OP points. The
+README ("The memory batch of the history loss") gives the measurements.
 
 The history loss (SPEC.md: mean loss on one memory batch after every optimizer step,
 no gradient, dropout off) is a forward pass as long as a training step's forward, run
@@ -33,7 +46,8 @@ from .prefix import sharing_pays
 
 
 def history_batch_size(cfg) -> int:
-    """The memory batch of the history loss: ``method.history_batch_size``, else the batch size."""
+    """The memory batch of the history loss, in examples: ``method.history_batch_size``, or the
+    training batch size where it is None."""
     return cfg.method.history_batch_size or cfg.train.batch_size
 
 

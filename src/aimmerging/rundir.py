@@ -29,8 +29,9 @@ RESUME_MAY_CHANGE = {("train", "report_to"), ("train", "checkpoint_every"),
 
 #: keys added since runs were first saved whose default changes what such a run did: a
 #: saved config without the key ran as this value (the history loss in float32 before
-#: ``method.history_precision``), so resuming it under the new default is refused
-EARLIER_BEHAVIOUR = {("method", "history_precision"): "model"}
+#: ``method.history_precision``, on a new memory batch every step before
+#: ``method.history_draw``), so resuming it under the new default is refused
+EARLIER_BEHAVIOUR = {("method", "history_precision"): "model", ("method", "history_draw"): "step"}
 
 
 #: what a run writes in its folder (``aimmerging plot`` adds ``figures``; an Accelerate
@@ -97,16 +98,20 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                           f"config.yaml back, or --overwrite starts the run again")
     if saved.is_file():
         old = saved_config(run_dir)
-        diff = config_difference(old, cfg)
-        if diff is not None:
-            key, then, now = diff
-            section, _, name = key.partition(".")
-            block = old.get(section) if isinstance(old, dict) else None
-            if (section, name) in EARLIER_BEHAVIOUR and isinstance(block, dict) and name not in block:
-                raise ConfigError(f"--resume: {saved} was written before {key} existed, and the "
-                                  f"run ran as {key}={then}; resume with --set {key}={then}")
-            raise ConfigError(f"--resume: {key} is {now!r} here but {then!r} in {saved}; "
-                              f"resume with the run's own config (or use --overwrite)")
+        diffs = config_differences(old, cfg)
+        if diffs:
+            parts = []
+            for key, then, now in diffs:
+                section, _, name = key.partition(".")
+                block = old.get(section) if isinstance(old, dict) else None
+                if (section, name) in EARLIER_BEHAVIOUR and isinstance(block, dict) and name not in block:
+                    parts.append(f"{saved} was written before {key} existed, and the run ran as "
+                                 f"{key}={_set_value(then)}")
+                else:
+                    parts.append(f"{key} is {now!r} here but {then!r} in {saved}")
+            items = " ".join(f"{key}={_set_value(then)}" for key, then, _ in diffs)
+            raise ConfigError(f"--resume: {'; '.join(parts)}; resume with --set {items} "
+                              f"(the run's own settings), or use --overwrite")
     found = ckpt.find_checkpoint(run_dir)
     damaged = ckpt.incomplete_checkpoint(run_dir)
     if found is None and damaged is not None:
@@ -138,12 +143,24 @@ def saved_config(run_dir: Path):
 
 
 def config_difference(old, cfg: RunConfig):
-    """The first (dotted key, saved value, value now) where a saved config differs from ``cfg``.
+    """The first of :func:`config_differences`, or None when there is none."""
+    diffs = config_differences(old, cfg)
+    return diffs[0] if diffs else None
+
+
+def _set_value(value) -> str:
+    """``value`` as a ``--set`` item writes it (YAML flow style: ``null``, ``[a, b]``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
+    return text[:-3].strip() if text.endswith("\n...") or text.endswith("...") else text
+
+
+def config_differences(old, cfg: RunConfig) -> list:
+    """Every (dotted key, saved value, value now) where a saved config differs from ``cfg``.
 
     The saved config (a dict read from a run's ``config.yaml``) is validated first, so
     that keys added to the config since the run was made count at their defaults, which
     keep the earlier behaviour, or at their ``EARLIER_BEHAVIOUR`` value where the default
-    does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; None when equal.
+    does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; empty when equal.
     """
     from .config import build_config
 
@@ -155,7 +172,7 @@ def config_difference(old, cfg: RunConfig):
         saved = build_config(saved).model_dump(mode="json")
     except ConfigError:          # build_config's only error: compare the raw dict instead
         pass
-    return _first_difference(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
+    return _differences(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
 
 
 def _same_paths(config: dict) -> dict:
@@ -167,20 +184,19 @@ def _same_paths(config: dict) -> dict:
     return config
 
 
-def _first_difference(old: dict, new: dict, prefix: tuple = ()):
-    """The first (dotted key, old value, new value) where two config dicts differ, or None."""
+def _differences(old: dict, new: dict, prefix: tuple = ()) -> list:
+    """Every (dotted key, old value, new value) where two config dicts differ, in key order."""
+    out = []
     for key in list(new) + [k for k in old if k not in new]:
         path = prefix + (key,)
         if path in RESUME_MAY_CHANGE:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            sub = _first_difference(a, b, path)
-            if sub is not None:
-                return sub
+            out.extend(_differences(a, b, path))
         elif a != b:
-            return ".".join(map(str, path)), a, b
-    return None
+            out.append((".".join(map(str, path)), a, b))
+    return out
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
