@@ -268,3 +268,29 @@ def test_step_draw_draws_a_new_memory_batch_every_step(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
     _run(tmp_path, "aimmerging", history_draw="step")
     assert len(keys) > 4 and len(set(keys)) == len(keys)
+
+
+def test_a_baseline_logs_its_history_loss_on_its_tasks_first_memory_batch(tmp_path, monkeypatch):
+    """Under the interval draw a method without merges keeps one memory batch for the task: the
+    one AIMMerging's first interval of the task uses, so that their history losses compare."""
+    import aimmerging.loop as loop
+
+    drawn = {"replay": [], "aimmerging": []}
+    inner = loop.ContinualTrainer.memory_batch
+
+    def spy(self, kind, key, batch_size):
+        examples = inner(self, kind, key, batch_size)
+        if kind == "history":
+            drawn[self.cfg.method.name].append((key, repr(examples)))
+        return examples
+
+    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    _run(tmp_path, "replay", log_history_loss=True)
+    _run(tmp_path, "aimmerging")
+    per_stage = {}
+    for key, examples in drawn["replay"]:
+        per_stage.setdefault(key[0], set()).add((key, examples))
+    assert len(per_stage) == 2 and all(len(v) == 1 for v in per_stage.values())
+    for stage, batch in per_stage.items():
+        first = next(d for d in drawn["aimmerging"] if d[0][0] == stage)
+        assert batch == {first}

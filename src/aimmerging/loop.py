@@ -30,7 +30,7 @@ from .losses import batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, backbone_dtype, load_backbone, resolve_mixed_precision
-from .monitoring import history_autocast, history_batch_size, history_shares_prefix
+from .monitoring import history_autocast, history_batch_size, history_key, history_shares_prefix
 from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
 
@@ -265,7 +265,7 @@ class ContinualTrainer:
                     raise self._stopped(stage.name, step, " ".join(str(exc).split())) from exc
                 if (self.cfg.method.log_history_loss and "history_loss" not in self.signal
                         and len(self.memory) > 0):   # a method that does not measure it itself
-                    self.signal["history_loss"] = self.history_loss((stage.index, step))
+                    self.signal["history_loss"] = self.history_loss(history_key(self.cfg, stage.index, step))
                 self.writer.traces.signals.append(self.signal)
                 if tc.report_to:
                     acc.log({k: v for k, v in self.signal.items() if isinstance(v, (int, float))

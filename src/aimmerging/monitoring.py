@@ -51,6 +51,15 @@ def history_batch_size(cfg) -> int:
     return cfg.method.history_batch_size or cfg.train.batch_size
 
 
+def history_key(cfg, stage_index: int, step: int, interval_start: int = 1) -> tuple:
+    """The seed key of the memory batch of ``step`` (1-based, in the stage): the step's own
+    (``method.history_draw: step``), or the first step of its merge interval (``interval``:
+    the same batch until the next merge; a method without merges keeps its task's first)."""
+    if cfg.method.history_draw == "interval":
+        return stage_index, "interval", interval_start
+    return stage_index, step
+
+
 def history_shares_prefix(cfg, model) -> bool:
     """``method.history_share_prefix`` resolved: ``"auto"`` shares when :func:`sharing_pays`."""
     share = cfg.method.history_share_prefix

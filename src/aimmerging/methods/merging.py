@@ -16,6 +16,7 @@ import torch
 
 from ..controller import ControllerConfig, MergeController
 from ..fusion import fuse_, fuse_elementwise_, l1_change, snapshot
+from ..monitoring import history_key
 from .base import Method, Stage
 from .importance import ImportanceTracker
 
@@ -65,20 +66,13 @@ class MergingMethod(Method):
         if len(tr.memory) == 0:          # task 1: plain LoRA training, no controller
             return
         monitor = self.needs_history_loss or self.cfg.log_history_loss
-        loss = tr.history_loss(self._history_key(stage, step)) if monitor else 0.0
+        start = step - self.controller.steps_since_merge      # the interval's first step
+        loss = tr.history_loss(history_key(tr.cfg, stage.index, step, start)) if monitor else 0.0
         due = self.controller.observe(loss)
         tr.signal.update(history_loss=loss if monitor else None,
                          threshold=self.controller.threshold, interval=self.controller.interval)
         if due:
             self._merge(stage, step)
-
-    def _history_key(self, stage: Stage, step: int) -> tuple:
-        """The seed key of step ``step``'s memory batch: the step's own (``method.history_draw:
-        step``), or the first step of its merge interval (``interval``: the same batch until the
-        next merge, so the loss moves only with the parameters)."""
-        if self.cfg.history_draw == "interval":
-            return stage.index, "interval", step - self.controller.steps_since_merge
-        return stage.index, step
 
     def _merge(self, stage: Stage, step: int) -> None:
         tr, net = self.trainer, self.trainer.net
