@@ -183,9 +183,9 @@ def test_auto_precision_and_shared_prefixes_together(tmp_path, monkeypatch):
 
     monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
     monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
-    auto, _ = _run(tmp_path / "auto", "aimmerging", history_batch_size=4)
+    auto, _ = _run(tmp_path / "auto", "aimmerging", history_batch_size=6)
     low, _ = _run(tmp_path / "bf16", "aimmerging", history_precision="bfloat16",
-                  history_share_prefix=False, history_batch_size=4)
+                  history_share_prefix=False, history_batch_size=6)
     pair, _ = _run(tmp_path / "pair", "aimmerging")   # a memory batch of 2: too few rows to gain
     assert "memory batch 2 (one per merge interval, method.history_draw: interval), bfloat16 " \
         "autocast (method.history_precision: auto), plain batch" in (pair / "run.log").read_text()

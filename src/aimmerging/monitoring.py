@@ -61,9 +61,11 @@ def history_key(cfg, stage_index: int, step: int, interval_start: int = 1) -> tu
 
 
 #: the smallest memory batch whose shared prefixes ``"auto"`` runs once: with fewer rows the
-#: prefix pass and the cache copies cost more than the repeated prefix tokens (SmolLM2 on a
-#: CPU, bfloat16: a batch of 2 took 1.07x the plain pass's time)
-MIN_SHARED_ROWS = 4
+#: prefix pass and the cache copies cost about what the repeated prefix tokens do. SmolLM2 on
+#: one CPU thread, bfloat16, plain / shared time with one task in memory and with two: 0.93x
+#: and 0.91x at a batch of 2 (``aimmerging bench --only overhead``, ``prefix_sharing``); in a
+#: probe outside the benchmarks 1.10x and 0.89x at 3, 1.13x and 0.87x at 4, 1.29x and 1.14x at 6
+MIN_SHARED_ROWS = 6
 
 
 def history_shares_prefix(cfg, model) -> bool:
