@@ -269,6 +269,14 @@ def test_demo_replaces_only_a_demo_run(tmp_path):
     _fake_run(tmp_path / "demo", {**DEMO_CONFIG, "model": {"name": "tiny-llama"}})
     _check_demo_folder(tmp_path / "demo", dict(DEMO_CONFIG))        # another backbone: a demo run
     _check_demo_folder(tmp_path / "new", dict(DEMO_CONFIG))
+    # a demo run of an earlier version, whose defaults the demo does not set were others
+    earlier = {**DEMO_CONFIG, "method": {**DEMO_CONFIG["method"], "history_batch_size": None}}
+    _fake_run(tmp_path / "earlier", earlier)
+    _check_demo_folder(tmp_path / "earlier", dict(DEMO_CONFIG))
+    changed = {**DEMO_CONFIG, "method": {**DEMO_CONFIG["method"], "s_init": 8}}
+    _fake_run(tmp_path / "changed", changed)
+    with pytest.raises(Refused, match="holds a run that is not a demo run"):
+        _check_demo_folder(tmp_path / "changed", dict(DEMO_CONFIG))
 
 
 def test_misspelled_model_name_lists_the_built_in_ones(tmp_path):

@@ -104,15 +104,17 @@ def _check_same_config(cfg, run_dir: Path) -> None:
 
     Keys a resume may change (logging, FWT's a0 scores: ``rundir.RESUME_MAY_CHANGE``) are ignored.
     """
-    from .rundir import config_difference, saved_config
+    from .rundir import config_differences, saved_config, set_value
 
     old = saved_config(run_dir)
-    diff = None if old is None else config_difference(old, cfg)
-    if diff is not None:
-        key, then, now = diff
-        raise ConfigError(f"{run_dir / 'config.yaml'} has {key}={then!r}, not {now!r} as asked: "
-                          f"its results would be tabulated under settings it did not run with; "
-                          f"nothing was run: remove {run_dir} to run it again, or use another --output")
+    diffs = [] if old is None else config_differences(old, cfg)
+    if diffs:
+        found = ", ".join(f"{key}={then!r}, not {now!r}" for key, then, now in diffs)
+        items = " ".join(f"{key}={set_value(then)}" for key, then, _ in diffs)
+        raise ConfigError(f"{run_dir / 'config.yaml'} has {found} as asked: its results would be "
+                          f"tabulated under settings it did not run with; nothing was run: --set "
+                          f"{items} tabulates it as it ran; or remove {run_dir} to run it again, "
+                          f"or use another --output")
 
 
 def _check_resumable(cfg, run_dir: Path) -> None:

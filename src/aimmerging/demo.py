@@ -42,10 +42,12 @@ def format_report(metrics: dict, merges_per_task: dict[str, int]) -> str:
 
 
 def _check_demo_folder(output: Path, raw: dict) -> None:
-    """Refuse to replace a run in ``output`` that is not a demo run (any backbone).
-    Raises ConfigError; reads only."""
+    """Refuse to replace a run in ``output`` that is not a demo run (any backbone): one whose
+    config differs from the demo's in a setting the demo sets. Settings the demo leaves at the
+    package's defaults may differ (a demo run of an earlier version, whose defaults were
+    others, is still a demo run). Raises ConfigError; reads only."""
     from .errors import ConfigError
-    from .rundir import config_difference, holds_run, saved_config
+    from .rundir import config_differences, holds_run, saved_config
 
     if not holds_run(output):
         return
@@ -55,10 +57,21 @@ def _check_demo_folder(output: Path, raw: dict) -> None:
         old = None
     if isinstance(old, dict) and isinstance(old.get("model"), dict):
         same_model = {**raw, "model": {"name": old["model"].get("name", raw["model"]["name"])}}
-        if config_difference(old, build_config(same_model, "demo")) is None:
+        diffs = config_differences(old, build_config(same_model, "demo"))
+        if not [key for key, _, _ in diffs if _sets(same_model, key)]:
             return
     raise ConfigError(f"--output: {output} holds a run that is not a demo run; the demo replaces "
                       f"only its own: choose another --output")
+
+
+def _sets(raw: dict, dotted: str) -> bool:
+    """Whether the config dict ``raw`` sets the dotted key ``dotted`` (or a section above it)."""
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def run_demo(output: Path, overwrite: bool = True, model: str = "smollm2-135m") -> int:

@@ -106,10 +106,10 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                 block = old.get(section) if isinstance(old, dict) else None
                 if (section, name) in EARLIER_BEHAVIOUR and isinstance(block, dict) and name not in block:
                     parts.append(f"{saved} was written before {key} existed, and the run ran as "
-                                 f"{key}={_set_value(then)}")
+                                 f"{key}={set_value(then)}")
                 else:
                     parts.append(f"{key} is {now!r} here but {then!r} in {saved}")
-            items = " ".join(f"{key}={_set_value(then)}" for key, then, _ in diffs)
+            items = " ".join(f"{key}={set_value(then)}" for key, then, _ in diffs)
             raise ConfigError(f"--resume: {'; '.join(parts)}; resume with --set {items} "
                               f"(the run's own settings), or use --overwrite")
     found = ckpt.find_checkpoint(run_dir)
@@ -148,7 +148,7 @@ def config_difference(old, cfg: RunConfig):
     return diffs[0] if diffs else None
 
 
-def _set_value(value) -> str:
+def set_value(value) -> str:
     """``value`` as a ``--set`` item writes it (YAML flow style: ``null``, ``[a, b]``)."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
     return text[:-3].strip() if text.endswith("\n...") or text.endswith("...") else text
