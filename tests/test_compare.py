@@ -154,8 +154,8 @@ def test_reused_run_is_refused_only_for_settings_that_change_training(tmp_path: 
     _check_same_config(asked, run)                   # logging and a0 only: reused
     with pytest.raises(ConfigError, match="train.epochs=2, not 9 as asked"):
         _check_same_config(load_config(smoke, ["train.epochs=9"]), run)
-    with pytest.raises(ConfigError, match=r"method.history_batch_size=2, not None, "
-                       r"method.history_draw='interval', not 'step' as asked: .* --set "
+    with pytest.raises(ConfigError, match=r"method.history_batch_size=2, not null, "
+                       r"method.history_draw=interval, not step as asked: .* --set "
                        r"method.history_batch_size=2 method.history_draw=interval tabulates"):
         _check_same_config(load_config(smoke, ["method.history_batch_size=null",
                                                "method.history_draw=step"]), run)

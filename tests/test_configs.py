@@ -116,7 +116,7 @@ def test_a_run_saved_before_history_draw_resumes_with_its_own_memory_batch(tmp_p
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     (run / "run.log").write_text("")
-    with pytest.raises(ConfigError, match=r"method.history_batch_size is 2 here but None in .*; "
+    with pytest.raises(ConfigError, match=r"method.history_batch_size is 2 here but null in .*; "
                        r".* was written before method.history_draw existed, and the run ran as "
                        r"method.history_draw=step; resume with --set "
                        r"method.history_batch_size=null method.history_draw=step "):
@@ -125,6 +125,27 @@ def test_a_run_saved_before_history_draw_resumes_with_its_own_memory_batch(tmp_p
                        ["method.history_batch_size=null", "method.history_draw=step"])
     assert config_differences(old, same) == []
     check_run_dir(run, same, resume=True, overwrite=False)
+
+
+def test_resume_suggests_set_items_a_shell_passes_as_they_are(tmp_path):
+    import shlex
+
+    import yaml
+
+    from aimmerging.config import dump_config
+    from aimmerging.rundir import check_run_dir
+
+    ran = load_config(CONFIGS / "smoke.yaml", ["data.tasks=[dbpedia,amazon]", "data.dir=/data/a b"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(ran))
+    (run / "run.log").write_text("")
+    with pytest.raises(ConfigError) as err:
+        check_run_dir(run, load_config(CONFIGS / "smoke.yaml"), resume=True, overwrite=False)
+    items = str(err.value).split("resume with --set ")[1].split(" (the run's own settings)")[0]
+    again = load_config(CONFIGS / "smoke.yaml", shlex.split(items))    # as a shell splits them
+    assert again.data.tasks == ["dbpedia", "amazon"] and again.data.dir == "/data/a b"
+    assert yaml.safe_load(dump_config(again)) == yaml.safe_load(dump_config(ran))
 
 
 def test_model_dtype_takes_auto_and_names_a_wrong_value():

@@ -229,3 +229,28 @@ def test_mixed_precision_a_cpu_cannot_apply_is_named(tmp_path):
     log = (out / "run.log").read_text()
     assert "train.mixed_precision: fp16 is not applied on cpu" in log
     assert "mixed precision: none (train.mixed_precision: fp16)" in log
+
+
+def test_run_files_get_the_permissions_a_plain_write_would(tmp_path):
+    """Atomic writes go through private temporary files and folders (mkstemp/mkdtemp: 0600 and
+    0700); what lands in the run folder has the permissions of a plain write under the umask."""
+    import os
+    import stat
+
+    from aimmerging.config import load_config
+    from aimmerging.runner import run
+
+    cfg = load_config(SMOKE, SMALL + ["data.tasks=[dbpedia]", "data.n_train=8", "train.epochs=1"])
+    old = os.umask(0o022)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+        torch.set_num_threads(threads)
+    out = tmp_path / "run"
+    for name in ("metrics.json", "accuracy_matrix.csv", "signals.csv", "config.yaml"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+    for folder in [p for p in (out / "adapters").iterdir()] + [out / "checkpoint"]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder

@@ -1,4 +1,4 @@
-"""``--threads N`` of ``aimmerging run`` and ``aimmerging compare``."""
+"""``--threads N`` of ``aimmerging run``, ``compare`` and ``demo``."""
 
 import argparse
 
@@ -22,7 +22,7 @@ def test_threads_sets_torch_threads_and_is_left_alone_without_it():
 
 
 @pytest.mark.parametrize("command", [["run", "c.yaml"], ["compare", "c.yaml", "--methods", "replay",
-                                                         "--output", "o"]])
+                                                         "--output", "o"], ["demo"]])
 @pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
 def test_threads_must_be_a_positive_whole_number(command, bad, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -40,3 +40,23 @@ def test_threads_beyond_the_cpus_are_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "c.yaml", "--threads", "99999"])
     assert "--threads: at most 4 (the CPUs this process may use), got 99999" in capsys.readouterr().err
+
+
+def test_demo_applies_threads_before_it_runs(monkeypatch):
+    import aimmerging.demo as demo
+    from aimmerging.cli import main
+
+    seen = {}
+
+    def fake_demo(*args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        assert main(["demo", "--threads", str(wanted), "--output", "unused"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == wanted

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
-from .io import atomic_write_json
+from .io import atomic_write_json, temporary_folder
 
 CHECKPOINT = "checkpoint"
 _OLD = ".checkpoint.old"
@@ -173,7 +172,7 @@ def save_checkpoint(run_dir: Path, state: dict, adapter: dict[str, torch.Tensor]
     :func:`local_torch_rng`).
     """
     run_dir = Path(run_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=run_dir))
+    tmp = temporary_folder(run_dir, _TMP_PREFIX)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()},
                   str(tmp / "adapter.safetensors"))

@@ -3,7 +3,7 @@
 ::
 
     aimmerging run CONFIG [--set key=value ...] [--output DIR] [--resume | --overwrite] [--threads N]
-    aimmerging demo [--output DIR]
+    aimmerging demo [--output DIR] [--model NAME] [--threads N]
     aimmerging compare CONFIG --methods m1,m2 [--set ...] --output DIR [--threads N]
     aimmerging plot RUN_DIR [--baseline RUN_DIR]
     aimmerging export RUN_DIR [--stage N] --output DIR
@@ -95,6 +95,7 @@ def _accelerator_for(cfg, run_dir: Optional[Path] = None):
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    apply_threads(args)
     return run_demo(Path(args.output), overwrite=args.overwrite, model=args.model)
 
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default: runs/demo); a demo run already there is replaced")
     p.add_argument("--model", default="smollm2-135m", help="backbone (default: smollm2-135m)")
     p.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    add_threads_arg(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="merge a stage's adapter into the backbone and save it",

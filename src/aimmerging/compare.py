@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from .config import (METHOD_NAMES, apply_overrides, build_config, dump_config, load_raw,
+from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
                      split_config_argument)
 from .errors import ConfigError, missing_folder
 from .io import atomic_write_json, atomic_write_text
@@ -104,13 +104,13 @@ def _check_same_config(cfg, run_dir: Path) -> None:
 
     Keys a resume may change (logging, FWT's a0 scores: ``rundir.RESUME_MAY_CHANGE``) are ignored.
     """
-    from .rundir import config_differences, saved_config, set_value
+    from .rundir import config_differences, saved_config, set_item, set_value
 
     old = saved_config(run_dir)
     diffs = [] if old is None else config_differences(old, cfg)
     if diffs:
-        found = ", ".join(f"{key}={then!r}, not {now!r}" for key, then, now in diffs)
-        items = " ".join(f"{key}={set_value(then)}" for key, then, _ in diffs)
+        found = ", ".join(f"{key}={set_value(then)}, not {set_value(now)}" for key, then, now in diffs)
+        items = " ".join(set_item(key, then) for key, then, _ in diffs)
         raise ConfigError(f"{run_dir / 'config.yaml'} has {found} as asked: its results would be "
                           f"tabulated under settings it did not run with; nothing was run: --set "
                           f"{items} tabulates it as it ran; or remove {run_dir} to run it again, "

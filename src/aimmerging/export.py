@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
 from .errors import ConfigError, shown_names
+from .io import temporary_folder
 
 
 def find_adapter(run_dir: Path, stage: Optional[int]) -> Path:
@@ -82,10 +81,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
     backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)            # as a plain mkdir would (mkdtemp makes it private)
+    tmp = temporary_folder(output.parent, f".{output.name}.export-")
     try:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         backbone.tokenizer.save_pretrained(str(tmp))

@@ -13,7 +13,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_text", "atomic_write_json", "make_dir_like_mkdir", "temporary_folder"]
+
+
+def _default_mode(folder: bool) -> int:
+    """The permissions a plain ``open``/``mkdir`` would give under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def make_dir_like_mkdir(path: str | os.PathLike[str]) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (private, 0700) the permissions a plain
+    ``mkdir`` would, so that what is renamed into place looks like any other folder."""
+    os.chmod(path, _default_mode(folder=True))
+
+
+def temporary_folder(parent: Path, prefix: str) -> Path:
+    """A new folder in ``parent`` (for atomic renames into place) with ``mkdir``'s permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    make_dir_like_mkdir(tmp)
+    return tmp
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
@@ -25,6 +45,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.chmod(tmp_name, _default_mode(folder=False))   # mkstemp's files are private (0600)
         with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
             handle.write(text)
             handle.flush()

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -29,6 +28,7 @@ from typing import Optional, Union
 import torch
 
 from .errors import ConfigError
+from .io import temporary_folder
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def cache_dir() -> Path:
 def _save_atomically(folder: Path, save) -> Path:
     """Call ``save(tmp_folder)`` then rename it to ``folder`` (no half-written cache)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    tmp = temporary_folder(folder.parent, folder.name + ".")
     try:
         save(tmp)
         if folder.exists():

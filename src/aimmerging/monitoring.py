@@ -110,7 +110,8 @@ def describe_history_pass(cfg, model) -> str:
     """One line for the run log: the memory batch, the precision and the prefix sharing."""
     setting = cfg.method.history_precision
     precision = "bfloat16 autocast" if history_dtype(setting, model) else "model precision"
-    shared = "shared prefixes" if history_shares_prefix(cfg, model) else "plain batch"
+    shared = (f"{'shared prefixes' if history_shares_prefix(cfg, model) else 'plain batch'} "
+              f"(method.history_share_prefix: {str(cfg.method.history_share_prefix).lower()})")
     draw = "a new one every step" if cfg.method.history_draw == "step" else "one per merge interval"
     return (f"memory batch {history_batch_size(cfg)} ({draw}, method.history_draw: "
             f"{cfg.method.history_draw}), {precision} (method.history_precision: {setting}), {shared}")

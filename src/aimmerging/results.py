@@ -20,12 +20,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig, dump_config
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, temporary_folder
 from .metrics import AccuracyMatrix, compute_metrics
 from .traces import Traces
 
@@ -64,7 +63,7 @@ class ResultWriter:
             return
         dest = self.run_dir / "adapters" / stage_dirname(stage)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=dest.parent))
+        tmp = temporary_folder(dest.parent, ".adapter.")
         try:
             net.save_pretrained(str(tmp), safe_serialization=True)
             if dest.exists():

@@ -8,6 +8,7 @@ run writes, which is then deleted; the folder itself stays).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -108,8 +109,8 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                     parts.append(f"{saved} was written before {key} existed, and the run ran as "
                                  f"{key}={set_value(then)}")
                 else:
-                    parts.append(f"{key} is {now!r} here but {then!r} in {saved}")
-            items = " ".join(f"{key}={set_value(then)}" for key, then, _ in diffs)
+                    parts.append(f"{key} is {set_value(now)} here but {set_value(then)} in {saved}")
+            items = " ".join(set_item(key, then) for key, then, _ in diffs)
             raise ConfigError(f"--resume: {'; '.join(parts)}; resume with --set {items} "
                               f"(the run's own settings), or use --overwrite")
     found = ckpt.find_checkpoint(run_dir)
@@ -149,9 +150,15 @@ def config_difference(old, cfg: RunConfig):
 
 
 def set_value(value) -> str:
-    """``value`` as a ``--set`` item writes it (YAML flow style: ``null``, ``[a, b]``)."""
+    """``value`` as YAML in one line, as a ``--set`` item parses it: ``null``, ``[a, b]``, ``2``."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
-    return text[:-3].strip() if text.endswith("\n...") or text.endswith("...") else text
+    return text[:-3].strip() if text.endswith("...") else text
+
+
+def set_item(key: str, value) -> str:
+    """``key=value`` as one ``--set`` item, quoted for a POSIX shell where it needs to be
+    (a list's brackets and spaces, a path with spaces)."""
+    return shlex.quote(f"{key}={set_value(value)}")
 
 
 def config_differences(old, cfg: RunConfig) -> list:

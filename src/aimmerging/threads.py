@@ -1,4 +1,4 @@
-"""``--threads N`` of ``aimmerging run`` and ``aimmerging compare``: torch's CPU threads."""
+"""``--threads N`` of ``aimmerging run``, ``compare`` and ``demo``: torch's CPU threads."""
 
 from __future__ import annotations
 
