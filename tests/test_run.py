@@ -161,20 +161,26 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
                               atol=1e-4)
 
 
+def _run_on_one_thread(cfg, out):
+    """``runner.run`` on one torch thread (the threads restored after)."""
+    from aimmerging.runner import run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(cfg, out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_history_loss_logged_for_a_baseline(tmp_path):
     """``method.log_history_loss`` measures the history loss for methods that do not use it."""
     from aimmerging.config import load_config
-    from aimmerging.runner import run
 
     cfg = load_config(SMOKE, SMALL + ["method.name=replay", "method.log_history_loss=true",
                                       "data.tasks=[dbpedia,amazon]", "data.n_train=8",
                                       "train.epochs=1"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run(cfg, tmp_path / "run", progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    _run_on_one_thread(cfg, tmp_path / "run")
     rows = csv_rows(tmp_path / "run" / "signals.csv")
     assert [r["history_loss"] for r in rows if r["task"] == "dbpedia"] == ["", ""]   # no memory yet
     later = [r["history_loss"] for r in rows if r["task"] == "amazon"]
@@ -238,17 +244,13 @@ def test_run_files_get_the_permissions_a_plain_write_would(tmp_path):
     import stat
 
     from aimmerging.config import load_config
-    from aimmerging.runner import run
 
     cfg = load_config(SMOKE, SMALL + ["data.tasks=[dbpedia]", "data.n_train=8", "train.epochs=1"])
     old = os.umask(0o022)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        run(cfg, tmp_path / "run", progress=False)
+        _run_on_one_thread(cfg, tmp_path / "run")
     finally:
         os.umask(old)
-        torch.set_num_threads(threads)
     out = tmp_path / "run"
     for name in ("metrics.json", "accuracy_matrix.csv", "signals.csv", "config.yaml"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
