@@ -113,13 +113,13 @@ def _figures(res: dict, calls: dict) -> dict:
 def _per_stage(stages: list[dict]) -> list[float]:
     """Main-step seconds per step of each stage, from the timers' totals at each stage's end
     (the first stage is the same plain LoRA training in both methods)."""
-    out, before = [], {"train_step_seconds": 0.0, "train_steps": 0}
+    out, seconds_before, steps_before = [], 0.0, 0
     for st in stages:
-        now = {"train_step_seconds": st["timing"].get("train_step_seconds", 0.0),
-               "train_steps": st["counters"].get("train_steps", 0)}
-        steps = now["train_steps"] - before["train_steps"]
-        out.append((now["train_step_seconds"] - before["train_step_seconds"]) / steps if steps else math.nan)
-        before = now
+        seconds = st["timing"].get("train_step_seconds", 0.0)
+        steps = st["counters"].get("train_steps", 0)
+        n = steps - steps_before
+        out.append((seconds - seconds_before) / n if n else math.nan)
+        seconds_before, steps_before = seconds, steps
     return out
 
 

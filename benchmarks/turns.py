@@ -112,7 +112,7 @@ def run_in_turns(jobs: Sequence[dict], run: Callable) -> list[dict]:
         t.join()
     if errors:
         raise errors[0]
-    return [r for r in results if r is not None]
+    return results
 
 
 __all__ = ["Turns", "run_in_turns"]

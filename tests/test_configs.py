@@ -62,31 +62,31 @@ def test_a_run_saved_before_a_new_key_resumes_at_its_default(tmp_path):
     import yaml
 
     from aimmerging.config import dump_config
-    from aimmerging.rundir import check_run_dir, config_difference
+    from aimmerging.rundir import check_run_dir, config_differences
 
     cfg = load_config(CONFIGS / "smoke.yaml")
     old = yaml.safe_load(dump_config(cfg))
     del old["model"]["dtype"], old["method"]["skip_idle_rehearsal"]   # keys added later
-    assert config_difference(old, cfg) is None
+    assert config_differences(old, cfg) == []
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
     (run / "run.log").write_text("")
     check_run_dir(run, cfg, resume=True, overwrite=False)
     changed = load_config(CONFIGS / "smoke.yaml", ["model.dtype=bfloat16"])
-    assert config_difference(old, changed)[0] == "model.dtype"
+    assert config_differences(old, changed)[0][0] == "model.dtype"
 
 
 def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
     import yaml
 
     from aimmerging.config import dump_config
-    from aimmerging.rundir import check_run_dir, config_difference
+    from aimmerging.rundir import check_run_dir, config_differences
 
     cfg = load_config(CONFIGS / "smoke.yaml")               # history_precision: auto
     old = yaml.safe_load(dump_config(cfg))
     del old["method"]["history_precision"]                  # saved before the key existed
-    assert config_difference(old, cfg) == ("method.history_precision", "model", "auto")
+    assert config_differences(old, cfg) == [("method.history_precision", "model", "auto")]
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(old))
@@ -96,7 +96,7 @@ def test_a_run_saved_before_history_precision_ran_as_the_model_does(tmp_path):
                        "--set method.history_precision=model"):
         check_run_dir(run, cfg, resume=True, overwrite=False)
     same = load_config(CONFIGS / "smoke.yaml", ["method.history_precision=model"])
-    assert config_difference(old, same) is None
+    assert config_differences(old, same) == []
     check_run_dir(run, same, resume=True, overwrite=False)
 
 
@@ -156,14 +156,14 @@ def test_model_dtype_takes_auto_and_names_a_wrong_value():
 
 def test_resume_takes_the_data_folder_however_it_is_spelled(tmp_path, monkeypatch):
     from aimmerging.config import dump_config
-    from aimmerging.rundir import config_difference
+    from aimmerging.rundir import config_differences
 
     (tmp_path / "data" / "x").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     saved = yaml.safe_load(dump_config(load_config(CONFIGS / "smoke.yaml", ["data.dir=data/x"])))
     for spelling in ("data/x/", "./data/x", str(tmp_path / "data" / "x")):
-        assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", [f"data.dir={spelling}"])) is None
-    assert config_difference(saved, load_config(CONFIGS / "smoke.yaml", ["data.dir=data"]))[0] == "data.dir"
+        assert config_differences(saved, load_config(CONFIGS / "smoke.yaml", [f"data.dir={spelling}"])) == []
+    assert config_differences(saved, load_config(CONFIGS / "smoke.yaml", ["data.dir=data"]))[0][0] == "data.dir"
 
 
 def test_a_bad_set_value_is_named_by_its_set_item():

@@ -104,17 +104,16 @@ def _check_same_config(cfg, run_dir: Path) -> None:
 
     Keys a resume may change (logging, FWT's a0 scores: ``rundir.RESUME_MAY_CHANGE``) are ignored.
     """
-    from .rundir import config_differences, saved_config, set_item, set_value
+    from .rundir import config_differences, saved_config, set_items, set_value
 
     old = saved_config(run_dir)
     diffs = [] if old is None else config_differences(old, cfg)
     if diffs:
         found = ", ".join(f"{key}={set_value(then)}, not {set_value(now)}" for key, then, now in diffs)
-        items = " ".join(set_item(key, then) for key, then, _ in diffs)
         raise ConfigError(f"{run_dir / 'config.yaml'} has {found} as asked: its results would be "
                           f"tabulated under settings it did not run with; nothing was run: --set "
-                          f"{items} tabulates it as it ran; or remove {run_dir} to run it again, "
-                          f"or use another --output")
+                          f"{set_items(diffs)} tabulates it as it ran; or remove {run_dir} to run it "
+                          f"again, or use another --output")
 
 
 def _check_resumable(cfg, run_dir: Path) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "make_dir_like_mkdir", "temporary_folder"]
+__all__ = ["atomic_write_text", "atomic_write_json", "temporary_folder"]
 
 
 def _default_mode(folder: bool) -> int:
@@ -23,16 +23,11 @@ def _default_mode(folder: bool) -> int:
     return (0o777 if folder else 0o666) & ~umask
 
 
-def make_dir_like_mkdir(path: str | os.PathLike[str]) -> None:
-    """Give a folder made by ``tempfile.mkdtemp`` (private, 0700) the permissions a plain
-    ``mkdir`` would, so that what is renamed into place looks like any other folder."""
-    os.chmod(path, _default_mode(folder=True))
-
-
 def temporary_folder(parent: Path, prefix: str) -> Path:
-    """A new folder in ``parent`` (for atomic renames into place) with ``mkdir``'s permissions."""
+    """A new folder in ``parent``, for an atomic rename into place, with the permissions a plain
+    ``mkdir`` would give it (``tempfile.mkdtemp`` makes it private, 0700)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    make_dir_like_mkdir(tmp)
+    os.chmod(tmp, _default_mode(folder=True))
     return tmp
 
 

@@ -110,8 +110,8 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
                                  f"{key}={set_value(then)}")
                 else:
                     parts.append(f"{key} is {set_value(now)} here but {set_value(then)} in {saved}")
-            items = " ".join(set_item(key, then) for key, then, _ in diffs)
-            raise ConfigError(f"--resume: {'; '.join(parts)}; resume with --set {items} "
+            raise ConfigError(f"--resume: {'; '.join(parts)}; resume with --set "
+                              f"{set_items(diffs)} "
                               f"(the run's own settings), or use --overwrite")
     found = ckpt.find_checkpoint(run_dir)
     damaged = ckpt.incomplete_checkpoint(run_dir)
@@ -143,12 +143,6 @@ def saved_config(run_dir: Path):
         raise ConfigError(f"{path} is not valid YAML; the folder holds no usable run") from None
 
 
-def config_difference(old, cfg: RunConfig):
-    """The first of :func:`config_differences`, or None when there is none."""
-    diffs = config_differences(old, cfg)
-    return diffs[0] if diffs else None
-
-
 def set_value(value) -> str:
     """``value`` as YAML in one line, as a ``--set`` item parses it: ``null``, ``[a, b]``, ``2``."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
@@ -159,6 +153,11 @@ def set_item(key: str, value) -> str:
     """``key=value`` as one ``--set`` item, quoted for a POSIX shell where it needs to be
     (a list's brackets and spaces, a path with spaces)."""
     return shlex.quote(f"{key}={set_value(value)}")
+
+
+def set_items(diffs: list) -> str:
+    """The ``--set`` items that give back the saved values of :func:`config_differences`."""
+    return " ".join(set_item(key, then) for key, then, _ in diffs)
 
 
 def config_differences(old, cfg: RunConfig) -> list:
