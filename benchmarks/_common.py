@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -175,28 +173,11 @@ def target(value: Optional[float], op: str, bound: float) -> dict:
 
 
 def machine() -> dict:
-    """The machine the figures were measured on."""
-    import torch
+    """The machine the figures were measured on (:func:`aimmerging.machine.machine`) and its load."""
+    from aimmerging.machine import machine as facts
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        import psutil
-
-        mem = round(psutil.virtual_memory().total / 2 ** 30, 1)
-    except Exception:  # pragma: no cover
-        pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gib": mem, "python": sys.version.split()[0], "torch": torch.__version__,
-            "platform": platform.platform(), "load_average_1min_when_written": load}
+    return {**facts(), "load_average_1min_when_written": load}
 
 
 def write_result(output: Path, name: str, figures: dict) -> dict:

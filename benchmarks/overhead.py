@@ -311,7 +311,7 @@ def rehearsal_probe(trainer, n_steps: int, step_seconds: float) -> dict:
     times = []
     for i in range(n_steps):
         t0 = time.perf_counter()
-        trainer.rehearse(1, ("probe", i))
+        trainer.rehearse(1, ("probe", i), trainer.cfg.train.lr)
         times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
     return {"steps": n_steps, "seconds_per_step": sec,

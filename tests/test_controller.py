@@ -493,41 +493,63 @@ def test_reference_weight_table(s_init, losses, expected_n, expected_alphas):
     "kwargs, lambdas, expected",
     [
         # rise: ratio 6/3 = 2 -> int(8 / 2) = 4
-        ({"s_init": 8}, [1, 2, 3, 6], 4),
+        ({"s_init": 8}, [1, 1, 2, 3, 6], 4),
         # tie: ratio 1 -> int(8 / 1) = 8
-        ({"s_init": 8}, [1, 1, 1, 1], 8),
+        ({"s_init": 8}, [1, 1, 1, 1, 1], 8),
         # tie at S=100: 100 >= 64 -> halved -> 50
-        ({"s_init": 100}, [1, 1, 1, 1], 50),
+        ({"s_init": 100}, [1, 1, 1, 1, 1], 50),
         # rise at S=100: ratio 5/4 = 1.25 -> int(80.0) = 80 >= 64 -> 40
-        ({"s_init": 100}, [1, 2, 4, 5], 40),
+        ({"s_init": 100}, [1, 1, 2, 4, 5], 40),
         # rise clamp: ratio 8 -> int(1.0) = 1 -> S_min 2
-        ({"s_init": 8}, [1, 1, 1, 8], 2),
+        ({"s_init": 8}, [1, 1, 1, 1, 8], 2),
         # fall: ratio 2/1 -> int(8 * (2 + 1)) = 24
-        ({"s_init": 8}, [4, 3, 2, 1], 24),
+        ({"s_init": 8}, [4, 4, 3, 2, 1], 24),
         # fall at S=40: ratio 3/2 = 1.5 -> int(40 * 2.5) = 100
-        ({"s_init": 40}, [3, 3, 3, 2], 100),
+        ({"s_init": 40}, [3, 3, 3, 3, 2], 100),
         # fall at S=64 (not < 64): +0.5 -> int(64 * 2.5) = 160 (s_max 200)
-        ({"s_init": 64, "s_max": 200}, [4, 4, 4, 2], 160),
+        ({"s_init": 64, "s_max": 200}, [4, 4, 4, 4, 2], 160),
         # fall at S=100: int(100 * 2.5) = 250 -> S_max 128
-        ({"s_init": 100}, [4, 4, 4, 2], 128),
+        ({"s_init": 100}, [4, 4, 4, 4, 2], 128),
         # only the last pair counts: 1, 5, 6, 3 -> fall 6 -> 3, ratio 2 -> 24
         # (the paper's window (up, up, down) would shrink S to 5)
-        ({"s_init": 8}, [1, 5, 6, 3], 24),
+        ({"s_init": 8}, [1, 1, 5, 6, 3], 24),
         # cold start is the literal 3 even with window=1: merge 2 keeps S
         ({"s_init": 8, "window": 1}, [1, 2], 8),
         # zero Lambdas: 0 -> 0 is a tie (ratio 1); 0 -> 1 a rise to S_min; 1 -> 0 S_max
-        ({"s_init": 8}, [0, 0, 0, 0], 8),
-        ({"s_init": 8}, [0, 0, 0, 1], 2),
-        ({"s_init": 8}, [1, 1, 1, 0], 128),
+        ({"s_init": 8}, [0, 0, 0, 0, 0], 8),
+        ({"s_init": 8}, [0, 0, 0, 0, 1], 2),
+        ({"s_init": 8}, [1, 1, 1, 1, 0], 128),
     ],
 )
 def test_reference_interval_rules(kwargs, lambdas, expected):
     ctl = ref(**kwargs)
     plans = merges_with_lambdas(ctl, [float(x) for x in lambdas], scheduled=True)
-    assert all(p.next_interval == kwargs["s_init"] for p in plans[:3])
+    # cold start: the code reads the 3 earlier Lambdas before appending, so S first moves at
+    # the 5th merge
+    assert all(p.next_interval == kwargs["s_init"] for p in plans[:4])
     assert plans[-1].next_interval == expected
     assert plans[-1].rehearsal_steps == expected
     assert ctl.interval == expected
+
+
+def test_reference_cold_start_lasts_four_merges():
+    # a steep fall at the 4th merge (ratio 4) would give int(8 * 5) = 40; cold start keeps 8
+    ctl = ref(s_init=8)
+    plans = merges_with_lambdas(ctl, [4.0, 4.0, 4.0, 1.0], scheduled=True)
+    assert [p.next_interval for p in plans] == [8, 8, 8, 8]
+    plan = merges_with_lambdas(ctl, [0.5], scheduled=True)[0]   # 5th merge: fall 1 -> 0.5
+    assert plan.next_interval == 24                               # int(8 * (2 + 1))
+
+
+@pytest.mark.parametrize("variant, activations", [("paper", 0), ("reference_code", 1)])
+def test_activation_at_the_threshold(variant, activations):
+    # S=8: paper c = 5, reference c = 6; delta = 2 * 1 = 2; a loss of exactly 2 activates
+    # only reference_code (l >= delta), not the paper (l > delta)
+    ctl = make(variant=variant, s_init=8)
+    feed(ctl, [1.0] * ctl.calibration_length)
+    assert ctl.threshold == 2.0
+    ctl.observe(2.0)
+    assert ctl.activations == activations
 
 
 def test_reference_up_down_report_last_pair():

@@ -142,6 +142,35 @@ def test_fuse_special_weights():
         torch.testing.assert_close(p.detach(), anchor[name], atol=1e-6, rtol=0)
 
 
+def test_fuse_at_one_zero_is_exact():
+    # values where anchor + 1 * (theta_j - anchor) rounds in float32: the no-op merge must
+    # still leave theta_j bit for bit (SPEC.md fusion step 5)
+    model = tiny_lora_model()
+    gen = torch.Generator().manual_seed(3)
+    anchor = {k: torch.randn(v.shape, generator=gen) * 1e3 for k, v in snapshot(model).items()}
+    copy_into_(model, {k: torch.randn(v.shape, generator=gen) * 1e-3 for k, v in anchor.items()})
+    theta_new = snapshot(model)
+    rounded = sum(int((a + (theta_new[k] - a) != theta_new[k]).sum()) for k, a in anchor.items())
+    assert rounded > 0                    # the float32 formula would move these elements
+    perturb_(model, seed=2)               # theta_M after a rehearsal, discarded at (1, 0)
+    fuse_(model, anchor, theta_new, 1.0, 0.0)
+    for name, p in trainable_parameters(model):
+        assert torch.equal(p.detach(), theta_new[name]), name
+
+
+@pytest.mark.parametrize("weights", [(1.5, 0.0), (0.5, -0.2), (float("inf"), 0.0),
+                                     (0.5, float("nan")), ("a", 0.5)])
+def test_fuse_refuses_weights_outside_unit_interval(weights):
+    model = tiny_lora_model()
+    anchor = snapshot(model)
+    perturb_(model, seed=1)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fuse_(model, anchor, before, *weights)
+    for name, p in trainable_parameters(model):   # nothing written
+        assert torch.equal(p.detach(), before[name])
+
+
 def test_fuse_bf16_combines_in_float32():
     model = tiny_lora_model(dtype=torch.bfloat16)
     frozen = frozen_state(model)

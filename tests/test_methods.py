@@ -297,3 +297,34 @@ def test_a_baseline_logs_its_history_loss_on_its_tasks_first_memory_batch(tmp_pa
     for stage, batch in per_stage.items():
         first = next(d for d in drawn["aimmerging"] if d[0][0] == stage)
         assert batch == {first}
+
+
+def test_rehearsal_runs_at_the_learning_rate_of_the_merge_step(tmp_path, monkeypatch):
+    # fixed_interval, S = 2, 8 steps a task: a merge at every task's last step, where the
+    # schedule's next rate is 0 (SPEC.md fusion step 2: the rate main step j used)
+    import aimmerging.loop as loop
+
+    seen = []
+    inner = loop.ContinualTrainer.rehearse
+
+    def spy(self, n_steps, key, lr, use_main_optimizer=False):
+        steps = self.rehearsal_optimizer.step
+
+        def step(*args, **kwargs):
+            seen.append((key, lr, self.rehearsal_optimizer.param_groups[0]["lr"]))
+            return steps(*args, **kwargs)
+
+        self.rehearsal_optimizer.step = step
+        try:
+            return inner(self, n_steps, key, lr, use_main_optimizer)
+        finally:
+            del self.rehearsal_optimizer.step
+
+    monkeypatch.setattr(loop.ContinualTrainer, "rehearse", spy)
+    out, _ = _run(tmp_path, "fixed_interval")
+    rates = {(int(r["stage"]) - 1, int(r["step"])): float(r["lr"]) for r in _rows(out / "signals.csv")}
+    assert seen
+    for (stage, step), lr, applied in seen:
+        assert applied == lr == rates[(stage, step)]
+    last = max(step for (stage, step) in rates if stage == 1)
+    assert any(key == (1, last) and lr > 0 for key, lr, _ in seen)

@@ -103,10 +103,15 @@ def _aligned(
     return out
 
 
-def _check_scalar(name: str, value: float) -> float:
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+def _check_weight(name: str, value: float) -> float:
+    """``value`` as a float; ValueError unless it is a finite number in [0, 1] (SPEC.md
+    fusion step 5)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not math.isfinite(x) or not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be a finite number in [0, 1], got {value!r}")
     return x
 
 
@@ -166,22 +171,30 @@ def fuse_(
 
     i.e. ``theta_anchor + alpha_new * tau_new + alpha_past * tau_past`` (SPEC.md
     fusion step 4; tau_new eq. 5, tau_past eq. 6). One pair of scalars for every
-    tensor (global merge). ``anchor`` and ``theta_new`` are snapshots (each
-    tensor shaped like its parameter); they are not modified. The combination is
-    computed in float32 and cast back to each parameter's dtype.
+    tensor (global merge), applied to each trainable tensor on its own: with LoRA,
+    A and B are fused separately, which is not fusing their product B·A (the paper's
+    theta is the trainable parameters). ``anchor`` and ``theta_new`` are snapshots
+    (each tensor shaped like its parameter); they are not modified. The combination
+    is computed in float32 and cast back to each parameter's dtype. At
+    ``(alpha_new, alpha_past) = (1, 0)`` the parameters become ``theta_new`` bit for
+    bit (SPEC.md fusion step 5; the float32 sum ``anchor + 1 * tau_new`` would move
+    some elements by one ulp).
 
     Raises:
         ValueError: keys or shapes of a snapshot differ from the trainable
-            parameters', or a weight is not finite.
+            parameters', or a weight is not a finite number in [0, 1].
     """
-    a_new = _check_scalar("alpha_new", alpha_new)
-    a_past = _check_scalar("alpha_past", alpha_past)
+    a_new = _check_weight("alpha_new", alpha_new)
+    a_past = _check_weight("alpha_past", alpha_past)
     params = trainable_parameters(model)
     if not params:
         return
     with torch.no_grad():
         anchors = _aligned(params, anchor, "anchor")
         news = _aligned(params, theta_new, "theta_new")
+        if a_new == 1.0 and a_past == 0.0:               # no-op merge: theta_j exactly
+            _write(params, news)
+            return
         current = _current_float32(params)
         out = torch._foreach_sub(news, anchors)          # tau_new
         torch._foreach_mul_(out, a_new)                  # alpha_new * tau_new

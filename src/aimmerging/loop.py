@@ -4,7 +4,7 @@ For each stage (normally one task): reset the optimizer state, train with AdamW
 and a linear warm-up/decay schedule, call the method's hooks after every
 optimizer step and after the task, evaluate the tasks seen so far (one column of
 the accuracy matrix), save the stage's adapter and a checkpoint. The loop knows
-nothing of AIMMerging: that lives in :mod:`aimmerging.methods.aimmerging`.
+nothing of AIMMerging: that lives in :mod:`aimmerging.methods.merging`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,25 @@ log = logging.getLogger("aimmerging")
 def seed_key(*parts) -> int:
     """A stable 32-bit seed from any parts (not Python's randomised ``hash``)."""
     return zlib.crc32(":".join(str(p) for p in parts).encode())
+
+
+def clip_gradients(accelerator, optimizer, parameters, max_norm: float) -> None:
+    """Clip the gradients of ``parameters`` to a total 2-norm of ``max_norm``, unscaling under
+    fp16 only those of ``optimizer``, the one about to step.
+
+    ``Accelerator.clip_grad_norm_`` unscales every optimizer given to ``prepare``; the main
+    and the rehearsal AdamW hold the same parameters, so each gradient would be divided by
+    the loss scale twice (2**16 too small: clipping never acts and Adam's eps swamps the
+    update). FSDP and DeepSpeed keep Accelerate's own clipping.
+    """
+    from accelerate.utils import DistributedType
+
+    if (getattr(accelerator, "scaler", None) is None
+            or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)):
+        accelerator.clip_grad_norm_(parameters, max_norm)
+        return
+    accelerator.unscale_gradients(optimizer=optimizer)
+    torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
 
 
 class ContinualTrainer:
@@ -148,30 +167,41 @@ class ContinualTrainer:
         kept = f"the last checkpoint ({found}) is kept" if found else "no checkpoint written yet"
         return TrainingError(f"task {task}, step {step}: {what}; stopped, {kept}")
 
-    def rehearse(self, n_steps: int, key: tuple, use_main_optimizer: bool = False) -> None:
+    def rehearse(self, n_steps: int, key: tuple, lr: float, use_main_optimizer: bool = False) -> None:
         """``n_steps`` optimizer steps on memory batches (SPEC.md fusion step 2).
 
-        The rehearsal AdamW keeps its state for the whole task and runs at the main
-        schedule's current learning rate; ``use_main_optimizer`` is the reference-code variant.
+        The rehearsal AdamW keeps its state for the whole task and runs at ``lr``, the
+        learning rate that the merge's main step used (never the schedule's next rate, which
+        is 0 after a task's last step); ``use_main_optimizer`` is the reference-code variant,
+        whose main optimizer gets its own rate back afterwards.
         """
         t0 = time.perf_counter()
         opt = self.optimizer if use_main_optimizer else self.rehearsal_optimizer
-        lr = self.optimizer.param_groups[0]["lr"]
+        rates = [group["lr"] for group in opt.param_groups]
         for group in opt.param_groups:
             group["lr"] = lr
-        for r in range(n_steps):
-            examples = self.memory_batch("rehearsal", key + (r,), self.cfg.train.batch_size)
-            if examples is None:
-                break
-            loss = self.loss_on(examples)
-            self.accelerator.backward(loss)
-            if self.cfg.train.max_grad_norm:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-            self.method.on_gradients(self.net, "rehearsal")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        try:
+            for r in range(n_steps):
+                examples = self.memory_batch("rehearsal", key + (r,), self.cfg.train.batch_size)
+                if examples is None:
+                    break
+                loss = self.loss_on(examples)
+                self.accelerator.backward(loss)
+                self._clip(opt)
+                self.method.on_gradients(self.net, "rehearsal")
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        finally:
+            for group, rate in zip(opt.param_groups, rates):
+                group["lr"] = rate
         self.counters["rehearsal_steps"] += n_steps
         self.timing["rehearsal_seconds"] += time.perf_counter() - t0
+
+    def _clip(self, optimizer) -> None:
+        """Clip the gradients that ``optimizer`` is about to apply (``train.max_grad_norm``)."""
+        if self.cfg.train.max_grad_norm:
+            clip_gradients(self.accelerator, optimizer, self.model.parameters(),
+                           self.cfg.train.max_grad_norm)
 
     def reduce_mean(self, value: float) -> float:
         """The mean of a Python float over all ranks (the value itself on one process)."""
@@ -288,7 +318,7 @@ class ContinualTrainer:
         return {"loss": f"{s['train_loss']:.3f}", **interval, "merges": merges}
 
     def _optimizer_step(self, group: list[list[int]], examples: list, sched) -> float:
-        acc, tc = self.accelerator, self.cfg.train
+        acc = self.accelerator
         total_loss = 0.0
         for i, idx in enumerate(group):
             local = self._shard([examples[j] for j in idx])
@@ -301,8 +331,7 @@ class ContinualTrainer:
             total_loss += float(loss.detach())
             if extra is not None and not torch.isfinite(extra):   # stops the run like a NaN loss
                 total_loss = float("nan")
-        if tc.max_grad_norm:
-            acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm)
+        self._clip(self.optimizer)
         self.method.on_gradients(self.net, "new")
         self.optimizer.step()
         sched.step()
@@ -313,7 +342,7 @@ class ContinualTrainer:
         from tqdm.auto import tqdm
 
         from .evaluation import generate
-        from .scoring import score
+        from .scoring import score_one
 
         t0 = time.perf_counter()
         acc, ec = self.accelerator, self.cfg.eval
@@ -325,9 +354,11 @@ class ContinualTrainer:
                 task = self.tasks[t]
                 preds = generate(self.net, self.encoder, [ex.input for ex in task.test],
                                  ec.batch_size, ec.max_new_tokens, progress=bar)
-                value = score(task.info.metric, preds, [ex.output for ex in task.test])
-                self.writer.matrix.set(t, stage.column, value)
-                self.writer.save_predictions(stage, task, preds)
+                scores = [score_one(task.info.metric, p, ex.output) for p, ex in zip(preds, task.test)]
+                if not scores:
+                    raise TrainingError(f"task {task.info.name}: no evaluation examples")
+                self.writer.matrix.set(t, stage.column, 100.0 * sum(scores) / len(scores))
+                self.writer.save_predictions(stage, task, preds, scores)
             bar.close()
         acc.wait_for_everyone()
         if self.world > 1:   # every rank holds the same accuracy matrix (and checkpoint state)

@@ -7,6 +7,8 @@
       run.log                the log
       metrics.json           OP, BWT, FWT (when single-task scores are given), per-task scores
       accuracy_matrix.csv    a[i][j]: score (percent) on task i after stage j; also .json
+      example_scores.csv     each evaluation example's score (0-1) after each stage: the
+                             matrix's cells per example, for bootstrap intervals (compare)
       merge_trace.csv        one row per merge
       signals.csv            one row per optimizer step
       predictions/stageNN_<task>.jsonl
@@ -43,15 +45,21 @@ class ResultWriter:
         self.run_dir, self.cfg, self.task_names, self.is_main = Path(run_dir), cfg, task_names, is_main
         self.matrix = AccuracyMatrix(task_names)
         self.traces = Traces()
+        #: {task name: {"ids": [...], "after": {stage column's task name: [score 0-1, ...]}}}
+        self.example_scores: dict = {}
 
     def start(self) -> None:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
 
-    def save_predictions(self, stage, task, preds: list[str]) -> None:
+    def save_predictions(self, stage, task, preds: list[str], scores: list[float]) -> None:
+        """Write the stage's predictions of ``task`` and keep each example's score (0-1)."""
         if not self.is_main:
             return
+        entry = self.example_scores.setdefault(task.info.name, {"ids": [ex.id for ex in task.test],
+                                                                "after": {}})
+        entry["after"][self.task_names[stage.column]] = [float(v) for v in scores]
         lines = [json.dumps({"id": ex.id, "input": ex.input, "output": ex.output, "prediction": p},
                             ensure_ascii=False) for ex, p in zip(task.test, preds)]
         name = f"{stage_dirname(stage)}__{task.info.name}.jsonl"
@@ -81,6 +89,9 @@ class ResultWriter:
         if self.is_main:
             self.matrix.save(self.run_dir)
             self.traces.write(self.run_dir)
+            if self.example_scores:
+                atomic_write_text(self.run_dir / EXAMPLE_SCORES,
+                                  example_scores_csv(self.example_scores, self.task_names))
 
     def metrics(self, method, timing: dict, counters: dict, summary: dict) -> dict:
         """metrics.json's content: OP/BWT/FWT (SPEC.md) plus per-task scores, merges and timings."""
@@ -109,6 +120,9 @@ class ResultWriter:
         out["timing_seconds"] = {k2: round(v, 3) for k2, v in timing.items()}
         out["counters"] = dict(counters)
         out["accuracy_matrix"] = rows
+        from .machine import machine
+
+        out["machine"] = machine()       # where the run finished (its CPU decides its speed)
         return out
 
     def finish(self, method, timing: dict, counters: dict, summary: dict) -> dict:
@@ -119,11 +133,62 @@ class ResultWriter:
         return metrics
 
     def state_dict(self) -> dict:
-        return {"matrix": self.matrix.to_json_dict(), "traces": self.traces.state_dict()}
+        return {"matrix": self.matrix.to_json_dict(), "traces": self.traces.state_dict(),
+                "example_scores": self.example_scores}
 
     def load_state_dict(self, state: dict) -> None:
         self.matrix = AccuracyMatrix.from_json_dict(state["matrix"])
         self.traces.load_state_dict(state["traces"])
+        self.example_scores = dict(state.get("example_scores") or {})
+
+
+#: the run file of per-example scores
+EXAMPLE_SCORES = "example_scores.csv"
+
+
+def example_scores_csv(scores: dict, task_names: list[str]) -> str:
+    """``task,example,id,after_<task>...``: one row per evaluation example (``example`` is its
+    position in the task's evaluation sample), its score in [0, 1] after each stage (empty
+    where the task was not evaluated). Accuracy scores are 0 or 1; ROUGE-L keeps 4 digits."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["task", "example", "id"] + [f"after_{t}" for t in task_names])
+    for task in task_names:
+        entry = scores.get(task)
+        if not entry:
+            continue
+        after = entry["after"]
+        for i, ex_id in enumerate(entry["ids"]):
+            cells = []
+            for t in task_names:
+                v = after.get(t)
+                cells.append("" if v is None else (f"{v[i]:.4g}" if v[i] not in (0.0, 1.0) else str(int(v[i]))))
+            w.writerow([task, i, ex_id, *cells])
+    return buf.getvalue()
+
+
+def read_example_scores(path) -> dict:
+    """:func:`example_scores_csv`'s file back: ``{task: {after_task: [score, ...]}}`` (floats,
+    None where empty). Raises ValueError naming the file and line for a malformed row."""
+    import csv
+
+    path = Path(path)
+    out: dict = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c for c in (reader.fieldnames or []) if c.startswith("after_")]
+        for line, row in enumerate(reader, start=2):
+            try:
+                task = row["task"]
+                cells = out.setdefault(task, {c[len("after_"):]: [] for c in columns})
+                for c in columns:
+                    cells[c[len("after_"):]].append(None if row[c] in ("", None) else float(row[c]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}, line {line}: {exc}") from None
+    return out
 
 
 def _mean(values) -> Optional[float]:

@@ -140,7 +140,8 @@ class MergeController:
         1. ``n += 1``; ``c`` = :attr:`calibration_length`.
         2. ``n <= c``: the loss joins the calibration; at ``n == c`` the threshold
            becomes ``gamma_forget * mean(calib)``. Afterwards a loss strictly above
-           the threshold counts one activation (``F += 1``).
+           the threshold counts one activation (``F += 1``; reference_code: a loss at or
+           above it).
         3. paper: merge iff ``(n < S and F >= F_max) or (n >= S and F >= 1) or
            n >= 2S``; -LS: iff ``F >= 1``; -FS: iff ``n >= S``; reference_code:
            the first two rules, with one activation forced at ``n == 2S``.
@@ -162,8 +163,9 @@ class MergeController:
             self._calib.append(loss)
             if n == c:
                 self._threshold = cfg.gamma_forget * (math.fsum(self._calib) / len(self._calib))
-        elif loss > self._threshold:  # type: ignore[operator]
-            self._activations += 1
+        elif loss > self._threshold or (  # type: ignore[operator]
+                cfg.variant == REFERENCE_CODE and loss == self._threshold):
+            self._activations += 1   # reference_code counts l >= delta, the paper l > delta
         s = self._interval
         if cfg.variant == REFERENCE_CODE and n >= 2 * s and self._activations == 0:
             self._activations = 1  # forced activation at 2S
@@ -198,7 +200,8 @@ class MergeController:
            ``alpha = P / (P_new + P_past)``, 0.5 / 0.5 when both are 0;
            reference_code: the weight table; ``fixed_alphas`` override.
         4. ``rehearsal_steps = max(1, ceil(S'/2))`` (reference_code: the new S).
-        5. Interval update once ``len(H) > L_w`` (reference_code: ``> 3``).
+        5. Interval update once ``len(H) > L_w`` (reference_code: once ``len(H) - 1 > 3``,
+           from the 5th merge).
         6. ``n = 0, F = 0, delta = None, calib = []``.
 
         Raises:

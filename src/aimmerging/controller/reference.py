@@ -21,7 +21,9 @@ __all__ = [
     "reference_update",
 ]
 
-#: reference_code: cold start lasts while len(H) <= this many Lambda values.
+#: reference_code: cold start lasts while the Lambda values *before* the current one number
+#: at most this many (the code reads the list before appending), so S first changes at the
+#: 5th merge of a task.
 REFERENCE_COLD_START = 3
 #: reference_code: interval (steps) at/above which the rise result is halved and the
 #: fall factor uses +0.5.
@@ -50,9 +52,13 @@ def reference_table(f: int, s: int) -> tuple[float, float]:
 
 
 def reference_update(cfg: ControllerConfig, history: Sequence[float], s: int) -> int:
-    """The interval after a merge, from the last two Lambda values of H (S = ``s`` now)."""
+    """The interval after a merge, from the last two Lambda values of H (S = ``s`` now).
+
+    ``history`` already holds the current Lambda; the authors' code looks at the earlier
+    values only (``len(history) - 1``) for its cold start, so S is kept for the first four
+    merges of a task (SPEC.md, the ``reference_code`` variant)."""
     h = history
-    if len(h) <= REFERENCE_COLD_START:
+    if len(h) - 1 <= REFERENCE_COLD_START:
         return s
     cur, prev = h[-1], h[-2]
     if cur >= prev:  # rise or tie

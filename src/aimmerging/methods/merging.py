@@ -86,7 +86,8 @@ class MergingMethod(Method):
         if skipped:
             tr.counters["rehearsal_steps_skipped"] += plan.rehearsal_steps
         else:
-            tr.rehearse(plan.rehearsal_steps, (stage.index, step), plan.rehearsal_uses_main_optimizer)
+            tr.rehearse(plan.rehearsal_steps, (stage.index, step), tr.signal["lr"],
+                        plan.rehearsal_uses_main_optimizer)
         if self.importance is not None:
             fuse_elementwise_(net, self.anchor, theta_new, self.importance.new_weight())
             self.importance.reset_past()
