@@ -212,3 +212,31 @@ def test_a_set_item_without_a_value_is_not_taken_for_the_config():
 
     with pytest.raises(ConfigError, match=r"--set 'data.n_test': expected KEY=VALUE"):
         split_config_argument(None, ["data.n_train=8", "data.n_test"])
+
+
+@pytest.mark.parametrize("raw, hint", [
+    ({"train": {"epoch": 2}}, "train.epoch: unknown key (did you mean 'epochs'?)"),
+    ({"trian": {"epochs": 2}}, "trian: unknown key (did you mean 'train'?)"),
+    ({"method": {"name": "aimmergin"}}, "unknown method 'aimmergin' (did you mean 'aimmerging'?)"),
+    ({"method": {"s_int": 3}}, "method.s_int: unknown key (did you mean 's_init'?)"),
+])
+def test_a_typo_gets_a_did_you_mean(raw, hint):
+    with pytest.raises(ConfigError) as err:
+        build_config(raw)
+    assert hint in str(err.value)
+
+
+def test_a_key_far_from_any_gets_no_suggestion():
+    with pytest.raises(ConfigError) as err:
+        build_config({"train": {"zzzzqqq": 1}})
+    assert "unknown key" in str(err.value) and "did you mean" not in str(err.value)
+
+
+def test_task_and_method_names_get_a_did_you_mean():
+    from aimmerging.compare import parse_methods
+    from aimmerging.data.registry import get_task_info
+
+    with pytest.raises(ConfigError, match=r"did you mean 'amazon'\?"):
+        get_task_info("amazn")
+    with pytest.raises(ConfigError, match=r"did you mean 'replay'\?"):
+        parse_methods("seq_lora,replya")

@@ -46,7 +46,11 @@ def cmd_run(args) -> int:
             Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
         accelerator = _accelerator_for(cfg, out)
         run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-            accelerator=accelerator)
+            accelerator=accelerator, resume_command=_resume_command(args, out))
+    except KeyboardInterrupt as exc:
+        if args.quiet and str(exc):       # otherwise the log line has shown it on the terminal
+            print(exc, file=sys.stderr)
+        raise SystemExit(130) from None
     except AimmergingError as exc:
         _fail(type(exc), str(exc))
     except OSError as exc:         # an unwritable folder, a full disk ...
@@ -54,6 +58,21 @@ def cmd_run(args) -> int:
     if accelerator is None or accelerator.is_main_process:
         print(f"run folder: {out}")
     return 0
+
+
+def _resume_command(args, out: Path) -> str:
+    """The ``aimmerging run`` command line that resumes this run (quoted for a POSIX shell)."""
+    import shlex
+
+    words = ["aimmerging", "run", args.config]
+    if args.overrides:
+        words += ["--set", *args.overrides]
+    words += ["--output", str(out), "--resume"]
+    if getattr(args, "threads", None):
+        words += ["--threads", str(args.threads)]
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join(words)
 
 
 def _fail(kind, message: str) -> None:
@@ -176,8 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except AimmergingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
                      split_config_argument)
-from .errors import ConfigError, missing_folder
+from .errors import ConfigError, did_you_mean, missing_folder
 from .io import atomic_write_json, atomic_write_text
 from .threads import add_threads_arg, apply_threads
 
@@ -67,8 +67,9 @@ def parse_methods(methods: Iterable[str] | str) -> list[str]:
         raise ConfigError(f"--methods: give at least one method; known: {', '.join(METHOD_NAMES)}")
     unknown = [m for m in names if m not in METHOD_NAMES]
     if unknown:
+        hints = "".join(did_you_mean(m, METHOD_NAMES) for m in unknown[:1])
         raise ConfigError(f"--methods: unknown method{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(unknown)}; known: {', '.join(METHOD_NAMES)}")
+                          f"{', '.join(unknown)}{hints}; known: {', '.join(METHOD_NAMES)}")
     return names
 
 

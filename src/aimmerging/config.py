@@ -16,7 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 METHOD_NAMES = (
     "aimmerging", "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
@@ -135,7 +135,8 @@ class MethodConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> "MethodConfig":
         if self.name not in METHOD_NAMES:
-            raise ValueError(f"method.name: unknown method {self.name!r}; known: {', '.join(METHOD_NAMES)}")
+            raise ValueError(f"method.name: unknown method {self.name!r}"
+                             f"{did_you_mean(self.name, METHOD_NAMES)}; known: {', '.join(METHOD_NAMES)}")
         if self.s_min > self.s_max:
             raise ValueError(f"method.s_min ({self.s_min}) > method.s_max ({self.s_max})")
         if not self.s_min <= self.s_init <= self.s_max:
@@ -198,12 +199,23 @@ def _kind_name(kinds: set) -> str:
     return "another type"
 
 
+def _known_keys(section: Sequence) -> list[str]:
+    """The keys of the config section at ``section`` (a path of keys from the top)."""
+    model: Any = RunConfig
+    for part in section:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
 def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _known_keys(first["loc"][:-1]))
     where = f"{source}: " if source else ""
     for item in reversed(list(overrides)):        # the last --set of a key is the one in force
         key = item.split("=", 1)[0].strip()

@@ -29,6 +29,18 @@ def missing_folder(path) -> str:
     return text if os.path.isabs(text) else f"{text} (relative to {os.getcwd()})"
 
 
+def did_you_mean(word, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a mistyped ``word`` (difflib's
+    ratio at least 0.6), or an empty string when none is close."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    by_lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
 def shown_names(names) -> str:
     """The first five of ``names`` for an error message, then how many more there are."""
     names = list(names)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig
-from .errors import ConfigError, DataError, missing_folder
+from .errors import AimmergingError, ConfigError, DataError, missing_folder
 from .rundir import check_run_dir, holds_run, prepare_run_dir
 
 log = logging.getLogger("aimmerging")
@@ -185,9 +185,34 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
 
 
+def interrupted_message(run_dir: Path, resume_command: Optional[str] = None) -> str:
+    """What an interrupted run says: its last checkpoint (stage and step) and the exact command
+    that resumes it (``resume_command``, else one from the run folder's own config.yaml)."""
+    import shlex
+
+    from . import checkpoint as ckpt
+
+    found = ckpt.find_checkpoint(run_dir)
+    if found is None:
+        return f"interrupted: {run_dir} holds no checkpoint yet; run the same command again to start over"
+    where = ""
+    try:
+        pos = ckpt.read_state(found).get("position") or {}
+        where = f" (stage {int(pos['stage']) + 1}, {int(pos['step'])} steps done)"
+    except (AimmergingError, KeyError, TypeError, ValueError):
+        pass
+    command = resume_command or shlex.join(["aimmerging", "run", str(run_dir / "config.yaml"),
+                                            "--output", str(run_dir), "--resume"])
+    return f"interrupted: the last checkpoint is {found}{where}; resume with: {command}"
+
+
 def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, accelerator=None) -> dict:
+        progress: bool = True, accelerator=None, resume_command: Optional[str] = None) -> dict:
     """Check inputs, load the tasks and train; returns metrics.json's content.
+
+    ``resume_command`` is the command that an interruption (Ctrl-C) names for resuming the run
+    (default: one from the run folder's config.yaml); the interruption is logged to run.log
+    and re-raised as a KeyboardInterrupt carrying that message.
 
     Raises ConfigError / DataError (before any training) and TrainingError.
     """
@@ -232,7 +257,12 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     import torch
 
     log.info("torch CPU threads: %d (--threads N sets them)", torch.get_num_threads())
-    metrics = trainer.run(resume=resume)
+    try:
+        metrics = trainer.run(resume=resume)
+    except KeyboardInterrupt:
+        message = interrupted_message(run_dir, resume_command)
+        log.warning("%s", message)
+        raise KeyboardInterrupt(message) from None
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
              _fmt(metrics.get("fwt")))
     return metrics

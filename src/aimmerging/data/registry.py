@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from aimmerging.errors import ConfigError
+from aimmerging.errors import ConfigError, did_you_mean
 
 __all__ = [
     "TaskInfo",
@@ -167,7 +167,7 @@ def get_task_info(name: str, default_metric: str | None = None) -> TaskInfo:
                 f"unknown metric {default_metric!r} for task {name!r}; known: {', '.join(METRICS)}"
             )
         return TaskInfo(canonical, "custom", default_metric, None)
-    raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; known tasks: {', '.join(TASKS)}")
 
 
 ORDERS: dict[int, tuple[str, ...]] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from .base import Method, Stage
 from .baselines import EWC, MTL, Replay, SingleTask
 from .merging import MergingMethod, make_merging
@@ -20,7 +20,8 @@ def build_method(name: str, trainer) -> Method:
     if name in OTHER_METHODS:
         return OTHER_METHODS[name](trainer)
     known = ", ".join(sorted(MERGING_METHODS + tuple(OTHER_METHODS)))
-    raise ConfigError(f"method.name: unknown method {name!r}; known: {known}")
+    raise ConfigError(f"method.name: unknown method {name!r}"
+                      f"{did_you_mean(name, MERGING_METHODS + tuple(OTHER_METHODS))}; known: {known}")
 
 
 __all__ = ["Method", "Stage", "build_method", "MERGING_METHODS", "MergingMethod"]
