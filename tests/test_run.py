@@ -132,6 +132,8 @@ def test_export_loads_with_transformers(two_runs, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert dest.stat().st_mode & 0o777 == 0o777 & ~mask       # as mkdir makes a folder
+    for path in dest.iterdir():                                 # as a plain write makes a file
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
     check_ok(aimmerging("export", run, "--stage", "2", "--output", dest))   # an export: replaced
     (tmp_path / "exported.tmp").mkdir()        # a user's folder beside it: untouched
     shutil.copytree(dest, tmp_path / "annotated")
@@ -256,3 +258,7 @@ def test_run_files_get_the_permissions_a_plain_write_would(tmp_path):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     for folder in [p for p in (out / "adapters").iterdir()] + [out / "checkpoint"]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    adapter_files = list((out / "adapters").rglob("*.*"))
+    assert any(p.name == "adapter_model.safetensors" for p in adapter_files)
+    for path in adapter_files:              # safetensors writes its weights file 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

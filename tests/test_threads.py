@@ -60,3 +60,14 @@ def test_demo_applies_threads_before_it_runs(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert seen["threads"] == wanted
+
+
+def test_busy_cores_note_warns_only_when_the_load_leaves_too_few_cores(monkeypatch):
+    from aimmerging import threads
+
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    assert threads.busy_cores_note(2, load=1.0) is None          # 3 free for 2 threads
+    note = threads.busy_cores_note(4, load=3.0)                    # 1 free for 4 threads
+    assert note and "1.0 of 4 cores free for 4 torch threads" in note and "--threads" in note
+    assert threads.busy_cores_note(1, load=3.5) is None            # 0.5 free: within half a core
+    assert threads.busy_cores_note(1, load=3.9)                    # 0.1 free for 1 thread

@@ -9,7 +9,7 @@ from typing import Optional
 import yaml
 
 from .errors import ConfigError, shown_names
-from .io import temporary_folder
+from .io import plain_permissions, temporary_folder
 
 
 def find_adapter(run_dir: Path, stage: Optional[int]) -> Path:
@@ -85,6 +85,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
     try:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         backbone.tokenizer.save_pretrained(str(tmp))
+        plain_permissions(tmp)
         if output.exists():
             shutil.rmtree(output)
         tmp.rename(output)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "temporary_folder"]
+__all__ = ["atomic_write_text", "atomic_write_json", "plain_permissions", "temporary_folder"]
 
 
 def _default_mode(folder: bool) -> int:
@@ -29,6 +29,17 @@ def temporary_folder(parent: Path, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(tmp, _default_mode(folder=True))
     return tmp
+
+
+def plain_permissions(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the permissions a plain write would give
+    under the umask (what libraries write through ``mkstemp``, such as safetensors' weights
+    files, is private, 0600)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), _default_mode(folder=True))
+        for name in files:
+            os.chmod(os.path.join(root, name), _default_mode(folder=False))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

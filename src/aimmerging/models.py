@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import warnings
 import shutil
 import subprocess
 import sys
@@ -249,7 +250,10 @@ def add_lora(backbone: Backbone, r: int = 8, alpha: float = 32, dropout: float =
     cfg = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM if backbone.is_seq2seq else TaskType.CAUSAL_LM,
                      r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     try:
-        return get_peft_model(backbone.model, cfg)
+        with warnings.catch_warnings():   # PEFT reads transformers' deprecated property
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            return get_peft_model(backbone.model, cfg)
     except ValueError as exc:
         raise ConfigError(f"model.target_modules: {str(exc).splitlines()[0]}") from None
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig, dump_config
-from .io import atomic_write_json, atomic_write_text, temporary_folder
+from .io import atomic_write_json, atomic_write_text, plain_permissions, temporary_folder
 from .metrics import AccuracyMatrix, compute_metrics
 from .traces import Traces
 
@@ -74,6 +74,7 @@ class ResultWriter:
         tmp = temporary_folder(dest.parent, ".adapter.")
         try:
             net.save_pretrained(str(tmp), safe_serialization=True)
+            plain_permissions(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)

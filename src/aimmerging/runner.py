@@ -257,6 +257,11 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     import torch
 
     log.info("torch CPU threads: %d (--threads N sets them)", torch.get_num_threads())
+    from .threads import busy_cores_note
+
+    busy = busy_cores_note(torch.get_num_threads()) if acc.device.type == "cpu" else None
+    if busy:
+        log.warning("%s", busy)
     try:
         metrics = trainer.run(resume=resume)
     except KeyboardInterrupt:

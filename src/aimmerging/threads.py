@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Optional
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
@@ -47,3 +48,20 @@ def apply_threads(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def busy_cores_note(threads: int, load: Optional[float] = None) -> Optional[str]:
+    """A warning when the machine's load leaves fewer free cores than ``threads`` torch threads
+    (None otherwise). ``load`` is the 1-minute load average (read from the OS when None; no
+    warning where the OS does not tell). Free cores = :func:`available_cpus` - load."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None
+    free = available_cpus() - load
+    if free >= threads - 0.5:
+        return None
+    return (f"the machine is busy: a load of {load:.1f} leaves about {max(free, 0):.1f} of "
+            f"{available_cpus()} cores free for {threads} torch threads, so the run will be "
+            f"slower than usual; --threads 1 waits less on shared cores")

@@ -15,7 +15,9 @@ __all__ = ["plot_signals", "plot_history_vs", "plot_first_task", "plot_matrix", 
 
 # --- (a) the merge controller's signals, one figure per task ------------------------------------
 def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Path]:
-    """History loss + threshold + merges (top); Lambda at merges + interval S (bottom)."""
+    """Top: the training loss (left axis) and, on its own axis (right), the history loss with
+    the forgetting threshold, its activations, the merges and the memory-batch redraws.
+    Bottom: Lambda at merges and the merge interval S."""
     sig, merges = run.rows(stage), run.rows(stage, "merges")
     hx, hy = _series(sig, "history_loss")
     if not hx and not merges:
@@ -23,46 +25,57 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
     fig = _figure(9.5, 7)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     tx, ty = _series(sig, "train_loss")
-    top.plot(tx, ty, color="0.65", lw=1, label="training loss (new task batch)")
+    handles = top.plot(tx, ty, color="0.65", lw=1, label="training loss (new-task batch, left axis)")
+    top.set_ylabel("training loss (cross-entropy)")
+    hist = top.twinx() if hx else top
     if hx:
         smooth = _smooth(hy)
-        top.plot(hx, hy, color=COLORS[0], lw=1.6 if smooth is None else 0.8,
-                 alpha=1 if smooth is None else 0.4, label="history loss (replay-memory batch)")
+        handles += hist.plot(hx, hy, color=COLORS[0], lw=1.6 if smooth is None else 0.8,
+                             alpha=1 if smooth is None else 0.4,
+                             label="history loss (replay-memory batch, right axis)")
         if smooth is not None:
-            top.plot(hx, smooth, color=COLORS[0], lw=2, label="history loss, moving average")
-    losses = ty + hy
-    lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
-    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
-    top.set_ylim(lo - pad, hi + pad)
+            handles += hist.plot(hx, smooth, color=COLORS[0], lw=2, label="history loss, moving average")
+        hist.set_ylabel("history loss (cross-entropy)", color=COLORS[0])
     thx, thy = _series(sig, "threshold")
     if thy:
-        off = max(thy) > hi + pad
         gaps = [as_float(r.get("threshold")) for r in sig]
-        top.plot([int(r["step"]) for r in sig], [math.nan if v is None else v for v in gaps],
-                 color=COLORS[1], ls="--", lw=1.2, drawstyle="steps-post",
-                 label="forgetting threshold δ" + (f" ({min(thy):.3g}-{max(thy):.3g}, above the "
-                                                   f"plotted range)" if off else ""))
-        hmap = dict(zip(hx, hy))
-        thr = dict(zip(thx, thy))
+        handles += hist.plot([int(r["step"]) for r in sig], [math.nan if v is None else v for v in gaps],
+                             color=COLORS[1], ls="--", lw=1.2, drawstyle="steps-post",
+                             label="forgetting threshold δ (right axis)")
+        hmap, thr = dict(zip(hx, hy)), dict(zip(thx, thy))
         act = [(s, hmap[s]) for s in hx if s in thr and hmap[s] > thr[s]]
         if act:
-            top.scatter(*zip(*act), marker="x", color=COLORS[1], zorder=4,
-                        label="forgetting activation (loss > δ)")
+            handles.append(hist.scatter(*zip(*act), marker="x", color=COLORS[1], zorder=4,
+                                        label="forgetting activation (loss > δ)"))
+    if hx:    # the right axis holds the history loss and the threshold, whatever their scale
+        values = hy + thy
+        lo, hi = min(values), max(values)
+        pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+        hist.set_ylim(lo - pad, hi + pad)
     msteps = [int(m["step"]) for m in merges]
     for ax in (top, bottom):
         for s in msteps:
             ax.axvline(s, color="0.4", ls=":", lw=0.9)
-    ref = dict(zip(hx, hy)) if hx else dict(zip(tx, ty))
+    ref_ax, ref = (hist, dict(zip(hx, hy))) if hx else (top, dict(zip(tx, ty)))
     for fused, style in ((True, {"color": "k", "label": "merge (dotted line), alpha_past > 0"}),
                          (False, {"facecolors": "none", "edgecolors": "k",
                                   "label": "merge, alpha_past = 0 (no rehearsal fused)"})):
         pts = [(s, ref[s]) for s, m in zip(msteps, merges)
                if s in ref and ((as_float(m["alpha_past"]) or 0) > 0) == fused]
         if pts:
-            top.scatter(*zip(*pts), marker="v", s=60, zorder=5, **style)
-    top.set_ylabel("loss (cross-entropy)")
-    top.set_title("Forgetting signal: loss on earlier tasks' memory", fontsize=10)
-    top.legend(fontsize=8, loc="best")
+            handles.append(ref_ax.scatter(*zip(*pts), marker="v", s=60, zorder=5, **style))
+    title = "Forgetting signal: loss on earlier tasks' memory"
+    if hx and run.history_draw == "interval":
+        # a new memory batch at the task's first step and after every merge: a jump there is
+        # a redraw, not forgetting
+        redraws = [hx[0]] + [s + 1 for s in msteps if s + 1 in ref]
+        handles.append(hist.scatter(redraws, [hist.get_ylim()[0]] * len(redraws), marker="|",
+                                    s=120, color=COLORS[0], zorder=5, clip_on=False,
+                                    label="memory batch redrawn (a jump there is not forgetting)"))
+    elif hx:
+        title += " (a new memory batch every step)"
+    top.set_title(title, fontsize=10)
+    top.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
     top.grid(alpha=0.3)
     lx, ly = _series(merges, "lambda")
     lines = []

@@ -24,7 +24,13 @@ class RunData:
     signals: list = field(default_factory=list)         # signals.csv rows
     merges: list = field(default_factory=list)          # merge_trace.csv rows
     metrics: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)          # config.yaml ({} when absent)
     label: str = ""
+
+    @property
+    def history_draw(self) -> str:
+        """``method.history_draw`` of the run (``step`` for runs saved before the setting)."""
+        return ((self.config.get("method") or {}).get("history_draw")) or "step"
 
     def stages(self) -> list[tuple[int, str]]:
         """(stage number, task name) of every stage in the signals, in order."""
@@ -64,16 +70,17 @@ def load_run(run_dir, need: Sequence[str] = ("accuracy_matrix.json", "signals.cs
     for name in need:
         _require(d, name)
     metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-    method = metrics.get("method")
-    if method is None and (d / "config.yaml").is_file():
+    config: dict = {}
+    if (d / "config.yaml").is_file():
         import yaml
 
         try:
-            method = ((yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {})
-                      .get("method") or {}).get("name")
-        except yaml.YAMLError:
-            method = None
-    run = RunData(d, method or d.name, metrics=metrics,
+            loaded = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
+            config = loaded if isinstance(loaded, dict) else {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            config = {}
+    method = metrics.get("method") or (config.get("method") or {}).get("name")
+    run = RunData(d, method or d.name, metrics=metrics, config=config,
                   signals=read_csv_rows(d / "signals.csv"), merges=read_csv_rows(d / "merge_trace.csv"))
     if (d / "accuracy_matrix.json").is_file():
         data = _read_json(d / "accuracy_matrix.json")
