@@ -9,6 +9,7 @@
     aimmerging export RUN_DIR [--stage N] --output DIR
     aimmerging bench [--quick] [--output DIR]
     aimmerging data check DIR | data show DIR TASK --split SPLIT --limit N --json
+    aimmerging docs [--check]
 
 A configuration or data mistake prints one line ``error: ...`` and exits with 2.
 """
@@ -176,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder to write: new, empty or an earlier export (replaced)")
     p.set_defaults(func=cmd_export)
 
-    for name, module in (("compare", "compare"), ("plot", "plots"), ("bench", "bench")):
+    for name, module in (("compare", "compare"), ("plot", "plots"), ("bench", "bench"),
+                         ("docs", "docgen")):
         try:
             mod = __import__(f"aimmerging.{module}", fromlist=["add_parser"])
         except ImportError:

@@ -39,7 +39,8 @@ def _leaf_types(annotation) -> set:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -68,69 +69,104 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which benchmark data, which tasks in which order, how many examples."""
 
-    dir: Optional[str] = None            # benchmark folder (AimMerging or O-LoRA layout); None = demo stream
-    order: Optional[int] = None          # paper order 1..7 (SPEC.md); ignored when `tasks` is set
-    tasks: Optional[list[str]] = Field(default=None, min_length=1)   # explicit task order
-    n_train: Optional[int] = Field(default=None, ge=1)   # examples per task (None = all)
+    dir: Optional[str] = None
+    """The benchmark folder (the AimMerging or O-LoRA CL_Benchmark layout, docs/data.md); a
+    relative path counts from the current folder; null runs the built-in demo stream."""
+    order: Optional[int] = None
+    """A task order of the paper, 1-7 (table 12; docs/algorithm.md); ignored when `tasks` is set."""
+    tasks: Optional[list[str]] = Field(default=None, min_length=1)
+    """The tasks in training order (names of the benchmark layout's tasks)."""
+    n_train: Optional[int] = Field(default=None, ge=1)
+    """Training examples per task, drawn uniformly with the run's seed (null: all)."""
     n_test: Optional[int] = Field(default=None, ge=1)
+    """Evaluation examples per task, stratified by label for accuracy tasks (null: all)."""
     test_split: Literal["test", "dev"] = "test"
-    eval_all_tasks: bool = False         # evaluate every task after each stage (not only those seen)
+    """The split evaluated after each task."""
+    eval_all_tasks: bool = False
+    """Evaluate every task after each stage, not only the tasks seen so far."""
     max_input_tokens: int = Field(default=512, ge=8)
+    """Prompt length limit in tokens; a longer prompt is cut in the middle (its first half and
+    last half of the budget kept, so that the instruction and the answer cue both survive)."""
     max_target_tokens: int = Field(default=64, ge=1)
+    """Answer length limit in tokens for training (the answer is cut at the end)."""
 
 
 class ModelConfig(_Section):
     """Backbone and LoRA adapter (paper appendix D defaults)."""
 
-    name: str = "tiny-llama"             # built-in name, hub name or local folder
+    name: str = "tiny-llama"
+    """A built-in name (tiny-llama, tiny-t5, smollm2-135m), a Hugging Face hub name or a
+    local model folder."""
     lora_r: int = Field(default=8, ge=1)
+    """LoRA rank r."""
     lora_alpha: float = Field(default=32, gt=0)
+    """LoRA scaling alpha (the update is scaled by alpha / r)."""
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: Optional[list[str]] = None   # None: q/v for T5, q_proj/v_proj otherwise
+    """Dropout on the LoRA branch's input during training."""
+    target_modules: Optional[list[str]] = None
+    """Modules that get a LoRA adapter (null: q/v for T5, q_proj/v_proj otherwise)."""
     gradient_checkpointing: bool = False
-    # the frozen backbone's weights ("auto": the dtype its checkpoint was saved in); the LoRA
-    # adapter stays in float32 (PEFT), as does the fusion
+    """Recompute activations in the backward pass (less memory, slower steps)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """The frozen backbone's weights (`auto`: the dtype its checkpoint was saved in); the LoRA
+    adapter and the fusion stay in float32."""
 
 
 class MethodConfig(_Section):
-    """The continual-learning method and its hyperparameters (SPEC.md, paper section 4)."""
+    """The continual-learning method and its hyperparameters (docs/algorithm.md; paper section 4)."""
 
     name: str = "aimmerging"
+    """The method (docs/methods.md lists them)."""
     memory_ratio: float = Field(default=0.02, gt=0, le=1)
-    memory_size: Optional[int] = Field(default=None, ge=1)   # per task; overrides memory_ratio
-    # the memory batch of the history loss and how it is drawn (monitoring.py): "interval"
-    # draws one per merge interval and keeps it until the next merge, so that the loss moves
-    # with the parameters alone; "step" draws a new one every step (the paper's reading).
-    # None = train.batch_size. The paper's per-step batch of 8 costs a third of a step here
+    """Replay memory per task as a share of its training examples (paper: 2%)."""
+    memory_size: Optional[int] = Field(default=None, ge=1)
+    """Replay memory per task in examples; overrides `memory_ratio` when set."""
     history_batch_size: Optional[int] = Field(default=2, ge=1)
+    """The memory batch of the history loss, in examples (null: `train.batch_size`, the
+    paper's reading)."""
     history_draw: Literal["step", "interval"] = "interval"
-    log_history_loss: bool = False       # also measure the history loss where the method needs none
-    # run a memory batch's shared task prefixes once (prefix.py); "auto": for models of at
-    # least prefix.MIN_SHARING_PARAMETERS parameters (a tiny model's passes are fixed cost)
+    """How that batch is drawn: `interval` draws one per merge interval and keeps it until the
+    next merge, so the loss moves with the parameters alone; `step` draws a new one every step
+    (the paper's reading)."""
+    log_history_loss: bool = False
+    """Also measure the history loss where the method needs none (for plots and comparisons)."""
     history_share_prefix: Union[Literal["auto"], bool] = "auto"
-    # the history pass's precision (monitoring.py): "auto" = bfloat16 autocast for a float32
-    # model of at least 50M parameters on a device with native bfloat16, else as the model runs
+    """Run a memory batch's shared task prefixes once (`auto`: models of at least 50M
+    parameters and memory batches of at least 6 rows)."""
     history_precision: Literal["auto", "model", "bfloat16"] = "auto"
-    # merge controller (SPEC.md)
+    """Precision of the history-loss pass (`auto`: bfloat16 autocast for a float32 model of at
+    least 50M parameters on a device with native bfloat16, else as the model runs)."""
     s_init: int = Field(default=8, ge=1)
+    """S_init: the merge interval at the start of each task, in steps."""
     window: int = Field(default=3, ge=1)
+    """L_w: the learning-signal window, in merges."""
     s_min: int = Field(default=2, ge=1)
+    """S_min: the smallest merge interval, in steps."""
     s_max: int = Field(default=128, ge=1)
+    """S_max: the largest merge interval, in steps."""
     gamma_forget: float = Field(default=2.0, gt=0)
+    """gamma_forget: the forgetting threshold is this times the calibration's mean history loss."""
     f_max: int = Field(default=3, ge=1)
+    """F_max: forgetting activations that force an early merge."""
     use_learning_signal: bool = True
+    """false: the "-LS" ablation (S stays S_init, P_new = 0.5)."""
     use_forgetting_signal: bool = True
+    """false: the "-FS" ablation (merge every S steps, P_past = 0.5)."""
     fixed_alphas: Optional[tuple[float, float]] = None
-    importance_fusion: bool = False      # "+IFM": element-wise importance weights
-    # alpha_past == 0 discards the rehearsal's result: skip its steps (the rehearsal AdamW then
-    # sees fewer steps, which changes later merges of the task a little); False runs them all
+    """(alpha_new, alpha_past): fixed global fusion weights ("+MGM"), each in [0, 1]."""
+    importance_fusion: bool = False
+    """Element-wise importance weights instead of the global pair ("+IFM")."""
     skip_idle_rehearsal: bool = True
+    """Skip the rehearsal of a merge with alpha_past = 0, whose result is discarded (the
+    rehearsal AdamW then sees fewer steps); false runs every rehearsal."""
     variant: Literal["paper", "reference_code"] = "paper"
-    # baselines
+    """`paper` (docs/algorithm.md) or `reference_code`, the authors' released code's rules."""
     ewc_lambda: float = Field(default=5000.0, ge=0)
+    """EWC: weight of the quadratic penalty."""
     ewc_fisher_batches: int = Field(default=8, ge=1)
-    ifm_beta: float = Field(default=0.85, ge=0, lt=1)   # EMA of sensitivity (Recurrent-KIF / TaSL)
+    """EWC: batches used to estimate the Fisher information after each task."""
+    ifm_beta: float = Field(default=0.85, ge=0, lt=1)
+    """Recurrent-KIF / +IFM: EMA factor of the parameter sensitivity."""
 
     @model_validator(mode="after")
     def _check(self) -> "MethodConfig":
@@ -150,19 +186,30 @@ class TrainConfig(_Section):
     """Optimisation (paper appendix D: AdamW, lr 3e-4, batch 8)."""
 
     epochs: int = Field(default=1, ge=1)
+    """Epochs per task."""
     batch_size: int = Field(default=8, ge=1)
+    """Examples per batch (per process); also the rehearsal's memory batch."""
     grad_accum: int = Field(default=1, ge=1)
+    """Batches accumulated into one optimizer step."""
     lr: float = Field(default=3e-4, gt=0)
+    """Peak learning rate of AdamW (linear warm-up, then linear decay to 0 within each task)."""
     weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    """Share of each task's steps spent warming the learning rate up."""
     max_grad_norm: Optional[float] = Field(default=1.0, gt=0)
+    """Gradient clipping by total 2-norm (null: no clipping)."""
     max_steps_per_task: Optional[int] = Field(default=None, ge=1)
+    """Stop each task after this many optimizer steps (null: all epochs)."""
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
-    report_to: Optional[str] = None      # an Accelerate tracker name, e.g. "tensorboard"
-    checkpoint_every: int = Field(default=0, ge=0)   # steps; 0 = only at the end of each task
-    # training steps run each shared task prefix once (prefix.py): faster on instruction data;
-    # the prefix tokens' LoRA dropout mask is then shared by the rows of a group
+    """Accelerate's mixed precision (`auto`: bf16, else fp16, on a GPU; none on a CPU)."""
+    report_to: Optional[str] = None
+    """An Accelerate tracker for the step signals, e.g. `tensorboard` (null: none)."""
+    checkpoint_every: int = Field(default=0, ge=0)
+    """Write a checkpoint every this many steps (0: only at the end of each task)."""
     share_prefix: bool = False
+    """Training steps run each shared task prefix once (faster on instruction data; the prefix
+    tokens' LoRA dropout mask is then shared by the rows of a group)."""
 
     @field_validator("report_to")
     @classmethod
@@ -174,14 +221,18 @@ class EvalConfig(_Section):
     """Evaluation after each task: batched greedy generation."""
 
     batch_size: int = Field(default=16, ge=1)
+    """Prompts per generation batch."""
     max_new_tokens: int = Field(default=16, ge=1)
+    """Tokens generated per answer at most."""
 
 
 class RunConfig(_Section):
     """A whole run: one task order, one method."""
 
     seed: int = 42
-    single_task_scores: Optional[dict[str, float]] = None   # a0 per task, for FWT
+    """The run's seed: data samples, replay memory, batch order, LoRA initialisation."""
+    single_task_scores: Optional[dict[str, float]] = None
+    """a0 per task (percent), for FWT; `aimmerging compare` fills it from its single_task run."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     method: MethodConfig = MethodConfig()
