@@ -35,8 +35,9 @@ end of SPEC.md:
 
 * ``Lambda = l1 / S`` with ``S`` the *scheduled* interval (before the update);
 * only the last two Lambda values are compared (the window ``L_w`` is unused);
-  cold start: no change while ``len(H) <= 3`` (the literal 3 of the code, not
-  ``window``);
+  cold start: the code reads the Lambda values *before* appending the current one and
+  makes no change while they number ``<= 3`` (the literal 3 of the code, not
+  ``window``), so S first changes at the 5th merge of a task;
 * rise or tie (``Lambda_b >= Lambda_{b-1}``):
   ``S = max(S_min, int(S / (Lambda_b / Lambda_{b-1})))``, then halved
   (``S // 2``) if the result is ``>= 64``;
@@ -50,7 +51,8 @@ end of SPEC.md:
   (``plan.rehearsal_steps == plan.next_interval`` and
   ``plan.rehearsal_uses_main_optimizer is True``);
 * the threshold is calibrated over steps ``1 .. floor(2*S/3) + 1`` after a merge;
-  monitoring (activation counting) starts at the step after that;
+  monitoring (activation counting) starts at the step after that, and a loss at or
+  above the threshold counts (``l >= delta``; the paper variant counts ``l > delta``);
 * if the loss never crosses the threshold, one activation is forced at step
   ``n == 2*S``, so the merge happens there through the on-time rule.
 
