@@ -62,6 +62,7 @@ def busy_cores_note(threads: int, load: Optional[float] = None) -> Optional[str]
     free = available_cpus() - load
     if free >= threads - 0.5:
         return None
+    hint = "; --threads 1 waits less on shared cores" if threads > 1 else ""
     return (f"the machine is busy: a load of {load:.1f} leaves about {max(free, 0):.1f} of "
-            f"{available_cpus()} cores free for {threads} torch threads, so the run will be "
-            f"slower than usual; --threads 1 waits less on shared cores")
+            f"{available_cpus()} cores free for {threads} torch thread{'s' if threads > 1 else ''}, "
+            f"so the run will be slower than usual{hint}")
