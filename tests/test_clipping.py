@@ -7,6 +7,19 @@ from accelerate import Accelerator
 from aimmerging.loop import clip_gradients
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """Each test sets up its own Accelerator (mixed precision differs): Accelerate keeps one
+    state per process, so an earlier test's Accelerator is forgotten first and after."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    for state in (AcceleratorState, GradientState, PartialState):
+        state._reset_state()
+    yield
+    for state in (AcceleratorState, GradientState, PartialState):
+        state._reset_state()
+
+
 def _fp16_accelerator_with_two_optimizers():
     """A CPU Accelerator given a real GradScaler, as Accelerate sets one up for fp16 on a GPU."""
     acc = Accelerator(cpu=True, mixed_precision="fp16")

@@ -262,3 +262,13 @@ def test_run_files_get_the_permissions_a_plain_write_would(tmp_path):
     assert any(p.name == "adapter_model.safetensors" for p in adapter_files)
     for path in adapter_files:              # safetensors writes its weights file 0600
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_a_finished_run_holds_only_what_runs_write(two_runs):
+    # what --overwrite replaces: a name missing from RUN_ENTRIES would make a finished run
+    # look like a folder with a user's files in it
+    from aimmerging.rundir import foreign_entries
+
+    for run in two_runs:
+        assert (run / "example_scores.csv").is_file()
+        assert foreign_entries(run) == [], run

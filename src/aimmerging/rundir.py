@@ -40,7 +40,8 @@ EARLIER_BEHAVIOUR = {("method", "history_precision"): "model", ("method", "histo
 #: checkpoint's ``.checkpoint.*`` folders and atomic writes' ``.NAME.*.tmp`` files
 RUN_ENTRIES = frozenset({"config.yaml", "checkpoint", "metrics.json", "run.log", "adapters",
                          "predictions", "accuracy_matrix.csv", "accuracy_matrix.json",
-                         "merge_trace.csv", "signals.csv", "figures", "aimmerging"})
+                         "merge_trace.csv", "signals.csv", "example_scores.csv", "figures",
+                         "aimmerging"})
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
