@@ -276,3 +276,17 @@ def test_a_run_in_the_wrong_folder_is_refused(tmp_path: Path) -> None:
     (root / "replay" / "seed1").rename(root / "replay" / "seed5")
     with pytest.raises(ConfigError, match=r"seed5/metrics.json: seed is 1, not 5"):
         run_record(root / "replay" / "seed5", "replay", 5, None)
+
+
+def test_runs_of_other_settings_are_not_tabulated_together(tmp_path: Path) -> None:
+    root = _study(tmp_path / "study")
+    cfg = root / "seq_lora" / "seed2" / "config.yaml"
+    cfg.write_text(cfg.read_text() + "train:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"seq_lora/seed2/config.yaml has train.lr=0.5, not 0.0003 "
+                                          r"as .*config.yaml: runs of other settings"):
+        tabulate(root, progress=False)
+    assert not (root / "comparison.csv").exists()
+    # the data folder's path and what a resume may change (logging, a0) do not count
+    cfg.write_text("seed: 2\nmodel:\n  name: tiny-llama\nmethod:\n  name: seq_lora\n"
+                   "  log_history_loss: true\ndata:\n  dir: /elsewhere\nsingle_task_scores: {a: 1.0}\n")
+    tabulate(root, progress=False)

@@ -35,7 +35,7 @@ from .multiseed_report import summarize, write_report
 from .stats import BOOTSTRAP_DRAWS
 
 __all__ = ["COLLECTED", "parse_seeds", "find_runs", "compare_seeds", "tabulate",
-           "collect_results", "add_seed_args", "cmd_multiseed"]
+           "check_same_settings", "collect_results", "add_seed_args", "cmd_multiseed"]
 
 #: the files of a run that ``--collect`` copies (what the tables are computed from)
 COLLECTED = ("config.yaml", "metrics.json", "accuracy_matrix.csv", "merge_trace.csv",
@@ -185,7 +185,9 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
     grid = list(dict.fromkeys(methods + ([SINGLE] if (SINGLE in found if fwt is None else fwt) else [])))
     missing = [{"method": m, "seed": s, "why": "not finished" if s in started.get(m, {}) else "absent"}
                for m in grid for s in seeds if s not in finished.get(m, {})]
-    summary = summarize({m: finished.get(m, {}) for m in grid}, methods, seeds, ref, draws, missing)
+    runs = {m: {s: f for s, f in finished.get(m, {}).items() if s in seeds} for m in grid}
+    check_same_settings(runs)
+    summary = summarize(runs, methods, seeds, ref, draws, missing)
     if meta is None:
         command = ["aimmerging", "compare", "--from", str(d), "--reference", ref]
         if draws != BOOTSTRAP_DRAWS:
@@ -197,6 +199,33 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
     paths = write_report(Path(output) if output is not None else d, summary, meta)
     _say("wrote " + ", ".join(str(p) for p in paths), progress)
     return summary
+
+
+def check_same_settings(runs: dict) -> None:
+    """Raise ConfigError when two runs of ``{method: {seed: folder}}`` were made with other
+    settings than their seed and method (``config.yaml``; ``data.dir`` and the keys a resume
+    may change, ``rundir.RESUME_MAY_CHANGE``, aside): their table would compare unlike runs."""
+    from .config import apply_overrides, build_config
+    from .rundir import as_it_ran, config_differences, saved_config, set_value
+
+    first = None
+    for m, by_seed in runs.items():
+        for s, folder in sorted(by_seed.items()):
+            saved = saved_config(Path(folder))
+            if not isinstance(saved, dict):
+                raise ConfigError(f"{Path(folder) / 'config.yaml'}: absent or not a mapping; the "
+                                  f"run's settings cannot be checked")
+            if first is None:
+                first = (folder, saved)
+                continue
+            cfg = build_config(apply_overrides(as_it_ran(first[1]), [f"seed={s}", f"method.name={m}"]),
+                               str(Path(first[0]) / "config.yaml"))
+            diffs = [d for d in config_differences(saved, cfg) if d[0] != "data.dir"]   # where, not what
+            if diffs:
+                found = ", ".join(f"{k}={set_value(a)}, not {set_value(b)}" for k, a, b in diffs)
+                raise ConfigError(f"{Path(folder) / 'config.yaml'} has {found} as "
+                                  f"{Path(first[0]) / 'config.yaml'}: runs of other settings than "
+                                  f"their seed and method cannot be compared in one table")
 
 
 def _model_of(finished: dict) -> Optional[str]:

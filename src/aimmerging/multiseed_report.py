@@ -222,7 +222,8 @@ def markdown_report(data: dict, figure: bool = True) -> str:
     ref, boot, tasks = data.get("reference"), data.get("bootstrap") or {}, data.get("tasks") or []
     over = data.get("overrides") or []
     source = (f"- recomputed from the run folders in `{data['from']}` (no run was made): "
-              f"`{data['command']}`" if data.get("from") else
+              f"`{data['command']}`; settings: each run's `config.yaml` (the same but for the "
+              f"seed and method)" if data.get("from") else
               f"- config file: `{data.get('config', '?')}`" + (f" with `--set {' '.join(over)}`" if over else ""))
     lines = [f"# Continual-learning comparison over seeds: {data.get('title', '?')}", "", source,
              f"- seeds: {', '.join(map(str, data.get('seeds') or []))}; model: {data.get('model', '?')}",
