@@ -4,6 +4,8 @@
 
     aimmerging compare CONFIG --methods m1,m2,... [--set key=value ...] --output DIR [--no-fwt]
 
+(with ``--seeds 42,43,44``, ``--from`` or ``--collect``: :mod:`aimmerging.multiseed`)
+
 Layout of ``DIR``::
 
     DIR/single_task/        a0 of every task (FWT), run first unless --no-fwt
@@ -358,8 +360,15 @@ def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
-    args.config, args.overrides = split_config_argument(args.config, args.overrides)
+    from .multiseed import cmd_multiseed, require
+
     apply_threads(args)
+    if args.seeds is not None or args.from_dir is not None:
+        return cmd_multiseed(args)
+    if args.reference or args.bootstrap or args.collect:
+        raise ConfigError("--reference, --bootstrap and --collect apply with --seeds or --from")
+    require(args, "--methods", "--output")
+    args.config, args.overrides = split_config_argument(args.config, args.overrides)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet)
     md = Path(args.output) / "comparison.md"
@@ -371,16 +380,19 @@ def cmd_compare(args) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="run several methods on one config and tabulate them")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
-    p.add_argument("--methods", required=True,
+    p.add_argument("--methods",
                    help=f"comma-separated method names ({', '.join(METHOD_NAMES)})")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                    metavar="KEY=VALUE",
                    help="override config values for every method, e.g. --set train.epochs=1 "
                         "data.n_train=16 (repeatable)")
-    p.add_argument("--output", required=True, help="comparison folder (one run folder per method)")
+    p.add_argument("--output", help="comparison folder (one run folder per method)")
     p.add_argument("--no-fwt", action="store_true",
                    help="do not run single_task first (no a0, so no FWT)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")
     add_threads_arg(p)
-    p.set_defaults(func=cmd_compare)
+    from .multiseed import add_seed_args
+
+    add_seed_args(p)
+    p.set_defaults(func=cmd_compare, parser=p)
     return p

@@ -171,13 +171,15 @@ def example_scores_csv(scores: dict, task_names: list[str]) -> str:
     return buf.getvalue()
 
 
-def read_example_scores(path) -> dict:
+def read_example_scores(path, with_ids: bool = False):
     """:func:`example_scores_csv`'s file back: ``{task: {after_task: [score, ...]}}`` (floats,
-    None where empty). Raises ValueError naming the file and line for a malformed row."""
+    None where empty); with ``with_ids``, the pair (that dict, ``{task: [example id, ...]}``).
+    Raises ValueError naming the file and line for a malformed row."""
     import csv
 
     path = Path(path)
     out: dict = {}
+    ids: dict = {}
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = [c for c in (reader.fieldnames or []) if c.startswith("after_")]
@@ -187,9 +189,10 @@ def read_example_scores(path) -> dict:
                 cells = out.setdefault(task, {c[len("after_"):]: [] for c in columns})
                 for c in columns:
                     cells[c[len("after_"):]].append(None if row[c] in ("", None) else float(row[c]))
+                ids.setdefault(task, []).append(row["id"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{path}, line {line}: {exc}") from None
-    return out
+    return (out, ids) if with_ids else out
 
 
 def _mean(values) -> Optional[float]:

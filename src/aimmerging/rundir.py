@@ -169,6 +169,13 @@ def config_differences(old, cfg: RunConfig) -> list:
     keep the earlier behaviour, or at their ``EARLIER_BEHAVIOUR`` value where the default
     does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; empty when equal.
     """
+    return _differences(_same_paths(as_it_ran(old)), _same_paths(cfg.model_dump(mode="json")))
+
+
+def as_it_ran(old) -> dict:
+    """A saved config (a dict read from a run's ``config.yaml``) with every key, at the value
+    the run ran with: keys it lacks at their ``EARLIER_BEHAVIOUR`` value, else their default
+    (the raw dict where it does not validate)."""
     from .config import build_config
 
     saved = old if isinstance(old, dict) else {}
@@ -176,10 +183,9 @@ def config_differences(old, cfg: RunConfig) -> list:
         if isinstance(saved.get(section), dict) and key not in saved[section]:
             saved = {**saved, section: {**saved[section], key: value}}
     try:
-        saved = build_config(saved).model_dump(mode="json")
+        return build_config(saved).model_dump(mode="json")
     except ConfigError:          # build_config's only error: compare the raw dict instead
-        pass
-    return _differences(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
+        return saved
 
 
 def _same_paths(config: dict) -> dict:

@@ -16,6 +16,9 @@ writes to ``RUN_DIR/figures/``:
 - ``accuracy_matrix.png``: a heat map of a[i][j] with the scores written in the cells;
 - ``intervals.png``: the merge interval over the steps of all tasks.
 
+:mod:`.comparison` draws a comparison over seeds (``comparison.png``, written by
+``aimmerging compare --seeds`` / ``--from``).
+
 matplotlib is imported only when a figure is drawn (the CLI imports this package at start).
 
 Layout: :mod:`.load` reads run folders (``load_run``, ``RunData``); :mod:`.common`
@@ -29,6 +32,7 @@ from __future__ import annotations
 # re-exported: aimmerging.plots.<name> keeps working for every public name of the old module
 from .command import add_parser, cmd_plot, plot_run  # noqa: F401
 from .common import COLORS  # noqa: F401
+from .comparison import plot_comparison  # noqa: F401
 from .figures import (  # noqa: F401
     plot_first_task,
     plot_history_vs,

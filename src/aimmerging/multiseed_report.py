@@ -1,0 +1,280 @@
+"""The tables of a comparison over seeds, from its run folders ``DIR/<method>/seed<S>/``.
+
+- ``comparison.csv``: one row per method (:data:`METHOD_COLUMNS`): the mean and sample
+  standard deviation over its finished seeds of OP, FWT and BWT (percentage points), and
+  its OP and BWT difference from the reference method with a 95% interval
+  (:func:`aimmerging.stats.paired_bootstrap`, over the seeds where both finished);
+- ``comparison_runs.csv``: one row per finished run (:data:`RUN_COLUMNS`): its OP/FWT/BWT,
+  the fusion-case counts of its ``merge_trace.csv`` (:func:`aimmerging.stats.fusion_case`),
+  merges, rehearsal steps run and skipped (summed over its merges), main optimizer steps and
+  training time (:func:`aimmerging.compare.table_row`);
+- ``comparison.json``: both tables with the settings and the missing runs;
+- ``comparison.md``: the tables in markdown; ``comparison.png``: the figure
+  (:func:`aimmerging.plots.comparison.plot_comparison`).
+
+Everything is read from ``metrics.json``, ``merge_trace.csv``, ``example_scores.csv`` and
+``config.yaml``, so that the committed copies of those files give the same tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .compare import SINGLE, _fwt_from, _read_json, table_row
+from .errors import ConfigError
+from .io import atomic_write_json, atomic_write_text
+from .results import EXAMPLE_SCORES, read_example_scores
+from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, FUSION_CASES, ExampleScores, excludes_zero,
+                    fusion_counts, mean_std, paired_bootstrap)
+from .traces import read_csv_rows
+
+__all__ = ["METHOD_COLUMNS", "RUN_COLUMNS", "run_record", "example_scores_of", "summarize",
+           "write_report", "markdown_report"]
+
+#: fusion-case columns of the run table, in :data:`aimmerging.stats.FUSION_CASES`'s order
+CASE_COLUMNS = tuple(c.replace("-", "_") for c in FUSION_CASES)
+RUN_COLUMNS = ("method", "seed", "OP", "FWT", "BWT") + CASE_COLUMNS + (
+    "merges", "rehearsal_steps_run", "rehearsal_steps_skipped", "main_steps", "train_seconds")
+METHOD_COLUMNS = ("method", "seeds", "OP_mean", "OP_std", "FWT_mean", "FWT_std", "BWT_mean",
+                  "BWT_std", "OP_diff", "OP_diff_low", "OP_diff_high", "BWT_diff", "BWT_diff_low",
+                  "BWT_diff_high", "paired_seeds", "train_seconds_mean")
+LEVEL = 0.95
+
+
+def _r(v) -> Optional[float]:
+    return None if v is None else round(float(v), 4)
+
+
+def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
+    """One row of ``comparison_runs.csv`` from a finished run folder (raw, unrounded OP/FWT/BWT).
+
+    Rehearsal steps are summed over ``merge_trace.csv``'s rows: ``rehearsal_steps`` where
+    ``rehearsal_skipped`` is 0 (run) or 1 (skipped, SPEC.md's idle rehearsal). ``main_steps``
+    is metrics.json's ``counters.train_steps`` (None for runs that did not count them).
+    Raises ConfigError naming the file when the run is not the folder's method or seed, or a
+    merge row is malformed.
+    """
+    run_dir = Path(run_dir)
+    m = _read_json(run_dir / "metrics.json")
+    for key, want in (("method", method), ("seed", seed)):
+        if m.get(key) is not None and m[key] != want:
+            raise ConfigError(f"{run_dir / 'metrics.json'}: {key} is {m[key]}, not {want} as its "
+                              f"folder says: a run in the wrong folder would be tabulated wrongly")
+    trace = run_dir / "merge_trace.csv"
+    rows = read_csv_rows(trace)
+    try:
+        counts = fusion_counts(rows)
+        run = skipped = 0
+        for n, r in enumerate(rows, start=1):
+            steps, flag = int(r.get("rehearsal_steps") or 0), int(r.get("rehearsal_skipped") or 0)
+            if flag not in (0, 1):
+                raise ValueError(f"row {n}: rehearsal_skipped is {flag}, expected 0 or 1")
+            skipped, run = (skipped + steps, run) if flag else (skipped, run + steps)
+    except ValueError as exc:
+        raise ConfigError(f"{trace}, {exc}") from None
+    counters = m.get("counters") or {}
+    return {"method": method, "seed": seed, "OP": m.get("op"), "FWT": _fwt_from(m, a0),
+            "BWT": m.get("bwt"), **dict(zip(CASE_COLUMNS, counts.values())), "merges": len(rows),
+            "rehearsal_steps_run": run, "rehearsal_steps_skipped": skipped,
+            "main_steps": counters.get("train_steps"),
+            "train_seconds": table_row(run_dir, a0)["train_seconds"]}
+
+
+def example_scores_of(run_dir) -> Optional[ExampleScores]:
+    """The run's :class:`~aimmerging.stats.ExampleScores` from ``example_scores.csv`` and
+    metrics.json's task order; None when the file is absent. Raises ConfigError naming the
+    file when it is malformed or lacks a task's final scores."""
+    run_dir = Path(run_dir)
+    path = run_dir / EXAMPLE_SCORES
+    if not path.is_file():
+        return None
+    tasks = list(_read_json(run_dir / "metrics.json").get("tasks") or [])
+    try:
+        scores, ids = read_example_scores(path, with_ids=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    final, diag = [], []
+    for i, t in enumerate(tasks):
+        after = scores.get(t) or {}
+        last = after.get(tasks[-1])
+        if not last or any(v is None for v in last):
+            raise ConfigError(f"{path}: task {t} lacks its scores after the last stage "
+                              f"(column after_{tasks[-1]})")
+        final.append(last)
+        own = after.get(t)
+        diag.append(own if own and all(v is not None for v in own) else None)
+    return ExampleScores(tasks, [ids.get(t, []) for t in tasks], final, diag)
+
+
+def summarize(runs: dict, methods: Sequence[str], seeds: Sequence[int], reference: Optional[str],
+              draws: int = BOOTSTRAP_DRAWS, missing: Sequence[dict] = ()) -> dict:
+    """The comparison over seeds: ``{"rows", "runs", "missing", "reference", "bootstrap",
+    "single_task_scores", "tasks", "seeds", "methods"}`` (values rounded to 4 decimals).
+
+    ``runs``: ``{method: {seed: finished run folder}}`` (``single_task`` gives each seed's a0).
+    Every finished run counts for the means; the difference from ``reference`` and its
+    interval use the seeds where both runs finished and wrote ``example_scores.csv``.
+    """
+    single = runs.get(SINGLE, {})
+    a0s = {s: _read_json(Path(single[s]) / "metrics.json").get("single_task_scores")
+           for s in seeds if s in single}
+    records = {m: {s: run_record(runs[m][s], m, s, a0s.get(s)) for s in seeds if s in runs.get(m, {})}
+               for m in methods}
+    scores = {m: {s: example_scores_of(runs[m][s]) for s in recs} for m, recs in records.items()}
+    missing = list(missing)
+    for m, by_seed in scores.items():
+        missing += [{"method": m, "seed": s, "why": f"no {EXAMPLE_SCORES}: left out of the "
+                     f"intervals"} for s, v in by_seed.items() if v is None]
+    rows = []
+    for m in methods:
+        recs = records[m]
+        row: dict = {"method": m, "seeds": len(recs)}
+        for col in ("OP", "FWT", "BWT"):
+            mean, std = mean_std(r[col] for r in recs.values())
+            row[f"{col}_mean"], row[f"{col}_std"] = _r(mean), _r(std)
+        row["train_seconds_mean"] = _r(mean_std(r["train_seconds"] for r in recs.values())[0])
+        if reference is not None and m != reference and reference in records:
+            row.update(_difference(m, reference, records, scores, runs, draws))
+        rows.append({c: row.get(c) for c in METHOD_COLUMNS})
+    tasks = next((list(_read_json(Path(p) / "metrics.json").get("tasks") or [])
+                  for m in methods for p in runs.get(m, {}).values()), [])
+    return {"seeds": list(seeds), "methods": list(methods), "reference": reference,
+            "tasks": tasks, "bootstrap": {"draws": draws, "seed": BOOTSTRAP_SEED, "level": LEVEL},
+            "single_task_scores": {str(s): v for s, v in a0s.items()}, "rows": rows,
+            "runs": [{k: (_r(v) if k in ("OP", "FWT", "BWT") else v) for k, v in r.items()}
+                     for m in methods for r in records[m].values()],
+            "missing": missing}
+
+
+def _difference(m: str, ref: str, records: dict, scores: dict, runs: dict, draws: int) -> dict:
+    paired = [s for s in records[m] if s in records[ref]
+              and scores[m][s] is not None and scores[ref][s] is not None]
+    out: dict = {"paired_seeds": len(paired)}
+    if not paired:
+        return out
+    try:
+        interval = paired_bootstrap([(scores[m][s], scores[ref][s]) for s in paired], draws,
+                                    BOOTSTRAP_SEED, LEVEL)
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith("seed pair "):
+            n = int(text.split()[2].rstrip(":")) - 1
+            s = paired[n]
+            text = (f"{Path(runs[m][s]) / EXAMPLE_SCORES} and {Path(runs[ref][s]) / EXAMPLE_SCORES}"
+                    f": {text.split(':', 1)[1].strip()}")
+        raise ConfigError(text) from None
+    for col in ("OP", "BWT"):
+        pairs = [(records[m][s][col], records[ref][s][col]) for s in paired]
+        if interval[col] is None or any(a is None or b is None for a, b in pairs):
+            continue
+        out[f"{col}_diff"] = _r(sum(a - b for a, b in pairs) / len(pairs))
+        out[f"{col}_diff_low"], out[f"{col}_diff_high"] = map(_r, interval[col])
+    return out
+
+
+# --- files ------------------------------------------------------------------------------------
+def _csv(rows: list[dict], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
+    return buf.getvalue()
+
+
+def write_report(directory, summary: dict, meta: dict) -> list[Path]:
+    """Write comparison.csv, comparison_runs.csv, comparison.json, comparison.md and
+    comparison.png into ``directory`` (atomically); returns their paths."""
+    from .plots.comparison import plot_comparison
+
+    d = Path(directory)
+    data = {**meta, **summary}
+    paths = [atomic_write_text(d / "comparison.csv", _csv(summary["rows"], METHOD_COLUMNS)),
+             atomic_write_text(d / "comparison_runs.csv", _csv(summary["runs"], RUN_COLUMNS)),
+             atomic_write_json(d / "comparison.json", data)]
+    figure = plot_comparison(summary, d / "comparison.png")
+    paths.append(atomic_write_text(d / "comparison.md", markdown_report(data, figure is not None)))
+    return paths + ([figure] if figure is not None else [])
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _diff_cell(row: dict, col: str, seeds: int) -> str:
+    d = row.get(f"{col}_diff")
+    if d is None:
+        return "-"
+    low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
+    text = f"{d:+.2f} [{low:+.2f}, {high:+.2f}]"
+    if row.get("paired_seeds") != seeds:
+        text += f" (over {row.get('paired_seeds')} seeds)"
+    return f"**{text}**" if excludes_zero((low, high)) else f"{text}; no measurable difference"
+
+
+def markdown_report(data: dict, figure: bool = True) -> str:
+    """``comparison.md``: the method table, the missing runs and the run table (fusion cases)."""
+    ref, boot, tasks = data.get("reference"), data.get("bootstrap") or {}, data.get("tasks") or []
+    over = data.get("overrides") or []
+    source = (f"- recomputed from the run folders in `{data['from']}` (no run was made): "
+              f"`{data['command']}`; settings: each run's `config.yaml` (the same but for the "
+              f"seed and method)" if data.get("from") else
+              f"- config file: `{data.get('config', '?')}`" + (f" with `--set {' '.join(over)}`" if over else ""))
+    lines = [f"# Continual-learning comparison over seeds: {data.get('title', '?')}", "", source,
+             f"- seeds: {', '.join(map(str, data.get('seeds') or []))}; model: {data.get('model', '?')}",
+             f"- {len(tasks)} tasks, in this order: {', '.join(tasks) if tasks else '?'}",
+             f"- reference method: {ref or 'none'}; intervals: {100 * boot.get('level', LEVEL):.0f}%, "
+             f"{boot.get('draws')} bootstrap draws, bootstrap seed {boot.get('seed')}", ""]
+    missing = data.get("missing") or []
+    if missing:
+        lines += ["Missing runs (means and intervals are over the seeds present):", ""]
+        lines += [f"- {x['method']} seed {x['seed']}: {x['why']}" for x in missing] + [""]
+    else:
+        lines += ["Every run of every method at every seed is present.", ""]
+    lines += [f"| Method | Seeds | OP ↑ | FWT ↑ | BWT ↑ | OP − {ref} [95% interval] | "
+              f"BWT − {ref} [95% interval] | Training time (s) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    n_seeds = len(data.get("seeds") or [])
+    for r in data["rows"]:
+        is_ref = r["method"] == ref
+        t = r.get("train_seconds_mean")
+        lines.append(f"| {r['method']} | {r['seeds']} | {_pm(r['OP_mean'], r['OP_std'])} | "
+                     f"{_pm(r['FWT_mean'], r['FWT_std'])} | {_pm(r['BWT_mean'], r['BWT_std'])} | "
+                     f"{'(reference)' if is_ref else _diff_cell(r, 'OP', n_seeds)} | "
+                     f"{'(reference)' if is_ref else _diff_cell(r, 'BWT', n_seeds)} | "
+                     f"{'-' if t is None else f'{t:.1f}'} |")
+    lines += ["", "OP, FWT and BWT (SPEC.md \"Metrics\", percentage points) are the mean ± the "
+              "sample standard deviation over the seeds present; FWT of seed S uses the "
+              "`single_task` run of seed S as a0. A difference is the method minus the reference, "
+              "averaged over the seeds where both finished, with its 95% interval from a paired "
+              "hierarchical bootstrap: seeds drawn with replacement, then each task's test examples "
+              "drawn with replacement, the same examples for both methods (see `docs/comparing.md`). "
+              "It covers the variation from the training seed and from the test sample, not other "
+              "task orders, models or settings. A difference whose interval excludes 0 is in bold; "
+              "otherwise the table says \"no measurable difference\".", ""]
+    if figure:
+        lines += ["![OP and BWT per method](comparison.png)", ""]
+    lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | No-op | Tie | Discard | Mixed | "
+              "Merges | Rehearsal steps run | Rehearsal steps skipped | Main steps | Training time (s) |",
+              "|---|---:|" + "---:|" * 12]
+    num = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    for r in data["runs"]:
+        cells = [r["method"], r["seed"], num(r["OP"]), num(r["FWT"]), num(r["BWT"])]
+        cells += [r[c] for c in CASE_COLUMNS] + [r["merges"], r["rehearsal_steps_run"],
+                                                 r["rehearsal_steps_skipped"]]
+        cells += ["-" if r["main_steps"] is None else r["main_steps"], f"{r['train_seconds']:.1f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += ["", "Fusion cases (SPEC.md \"Fusion cases\"), counted from each run's "
+              "`merge_trace.csv` by (alpha_new, alpha_past): no-op (1, 0), the merge changes "
+              "nothing; tie (0.5, 0.5), from P_new = P_past = 0; discard (0, 1), the new-task "
+              "progress since the anchor is replaced by the rehearsal; mixed, any other pair. "
+              "Rehearsal steps are summed over the merges (skipped: those of merges with "
+              "alpha_past = 0, whose rehearsal would be discarded, `method.skip_idle_rehearsal`). Main steps are the optimizer steps "
+              "on the tasks' training data; training time is as in `aimmerging compare`'s "
+              "one-seed table.", ""]
+    return "\n".join(lines)

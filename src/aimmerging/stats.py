@@ -1,0 +1,191 @@
+"""Statistics of a comparison over seeds: the fusion case of each merge, the mean and standard
+deviation over seeds, and a paired hierarchical bootstrap of the OP and BWT differences
+between a method and a reference method (SPEC.md "Metrics", "Fusion cases").
+
+The bootstrap (:func:`paired_bootstrap`), for ``B`` draws:
+
+1. draw ``n`` seeds with replacement from the ``n`` seeds where both methods finished;
+2. for each drawn seed and each task, draw that task's test examples with replacement
+   (``n_t`` indices out of ``n_t``), the SAME indices for the method and the reference,
+   which evaluated the same test sample at that seed; a seed drawn twice gets two draws;
+3. from the drawn examples compute, per drawn seed, OP = mean over tasks of the mean score
+   after the last stage, and BWT = mean over the tasks i < K of the mean of (score after
+   the last stage - score right after training task i), for the method minus the reference;
+   the draw's difference is the mean over the drawn seeds (percentage points).
+
+The interval is the 2.5 and 97.5 percentiles of the ``B`` differences (numpy's linear
+interpolation). It covers the variation from the training seed (which also draws the
+replay memory, the data order and the LoRA initialisation) and from the finite test sample;
+it does not cover other task orders, data sets, models or settings. With one paired seed it
+covers the test sample only. The random numbers come from ``numpy.random.default_rng(seed)``
+in this order: the seed indices (a ``B x n`` array), then for each of the ``n`` positions,
+for each paired seed in order, for each task in order, a ``B x n_t`` array of indices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+__all__ = ["FUSION_CASES", "fusion_case", "fusion_counts", "mean_std", "ExampleScores",
+           "paired_bootstrap", "excludes_zero", "BOOTSTRAP_DRAWS", "BOOTSTRAP_SEED"]
+
+#: the fusion cases, in the order of the tables (SPEC.md "Fusion cases")
+FUSION_CASES = ("no-op", "tie", "discard", "mixed")
+#: default number of bootstrap draws, and the fixed seed of the bootstrap's random numbers
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 20250
+
+
+def fusion_case(alpha_new: float, alpha_past: float) -> str:
+    """The fusion case of one merge from its weights (``merge_trace.csv``'s ``alpha_new``,
+    ``alpha_past``), after SPEC.md "Fusion cases" (theta = theta_anchor + alpha_new * tau_new
+    + alpha_past * tau_past):
+
+    - ``"no-op"``, (1, 0): the merge changes nothing, the parameters stay theta_j (the literal
+      reading's first merge of a task without an activation: P_new = 0.5, P_past = 0);
+    - ``"tie"``, (0.5, 0.5): from P_new = P_past = 0, neither signal voted;
+    - ``"discard"``, (0, 1): the new-task progress since the anchor is replaced by the
+      rehearsal (P_new = 0, as a learning signal that only falls gives);
+    - ``"mixed"``: any other pair.
+
+    The weights are compared exactly: the controller computes them as ratios of counts, so
+    these cases are exact in the trace (written with 6 significant digits). Raises ValueError
+    for a weight that is not a finite number.
+    """
+    a, p = float(alpha_new), float(alpha_past)
+    if not (math.isfinite(a) and math.isfinite(p)):
+        raise ValueError(f"fusion weights ({alpha_new}, {alpha_past}) are not finite")
+    if a == 1.0 and p == 0.0:
+        return "no-op"
+    if a == 0.5 and p == 0.5:
+        return "tie"
+    if a == 0.0 and p == 1.0:
+        return "discard"
+    return "mixed"
+
+
+def fusion_counts(rows: Iterable[dict]) -> dict[str, int]:
+    """``{case: number of merges}`` for every case of :data:`FUSION_CASES` (zeros included)
+    over the rows of a ``merge_trace.csv`` (dicts with ``alpha_new`` and ``alpha_past``).
+    Raises ValueError naming the row (1 = the first after the header) whose weights are
+    missing or not numbers."""
+    counts = {c: 0 for c in FUSION_CASES}
+    for n, row in enumerate(rows, start=1):
+        try:
+            counts[fusion_case(row["alpha_new"], row["alpha_past"])] += 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"row {n}: alpha_new/alpha_past: {exc}") from None
+    return counts
+
+
+def mean_std(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample standard deviation (n - 1 in the denominator) of the values that are
+    not None; (None, None) without any, standard deviation None with only one."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+
+
+@dataclass
+class ExampleScores:
+    """One run's per-example scores (0-1) on each task's test sample, in task order.
+
+    ``final[i]``: task i's scores after the last stage (length n_i); ``diag[i]``: after
+    training task i itself, or None where it was not evaluated then (mtl); ``ids[i]``: the
+    examples' ids, which must be the same for two runs compared by :func:`paired_bootstrap`.
+    """
+
+    tasks: list
+    ids: list
+    final: list
+    diag: list
+
+
+def _check_pair(m: ExampleScores, r: ExampleScores, where: str) -> None:
+    if list(m.tasks) != list(r.tasks):
+        raise ValueError(f"{where}: tasks {', '.join(m.tasks)} are not the reference's "
+                         f"{', '.join(r.tasks)}")
+    for t, a, b in zip(m.tasks, m.ids, r.ids):
+        if list(a) != list(b):
+            raise ValueError(f"{where}: task {t} was evaluated on other test examples than "
+                             f"the reference's ({len(a)} and {len(b)} examples, other ids)")
+
+
+def _per_example(m: ExampleScores, r: ExampleScores) -> tuple[list, Optional[list]]:
+    """Per task, the method-minus-reference differences of each example for OP (final scores)
+    and for BWT (final - diagonal, tasks i < K; None when a diagonal is missing)."""
+    import numpy as np
+
+    op = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in zip(m.final, r.final)]
+    k = len(m.tasks)
+    if k < 2 or any(d is None for d in m.diag[:-1] + r.diag[:-1]):
+        return op, None
+    bwt = [(np.asarray(m.final[i], dtype=float) - np.asarray(m.diag[i], dtype=float))
+           - (np.asarray(r.final[i], dtype=float) - np.asarray(r.diag[i], dtype=float))
+           for i in range(k - 1)]
+    return op, bwt
+
+
+def paired_bootstrap(pairs: Sequence[tuple[ExampleScores, ExampleScores]],
+                     draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED,
+                     level: float = 0.95) -> dict[str, Optional[tuple[float, float]]]:
+    """The ``level`` interval (percentage points) of the OP and BWT difference method minus
+    reference, by the hierarchical paired bootstrap of the module docstring.
+
+    ``pairs``: one (method, reference) pair of :class:`ExampleScores` per seed where both
+    finished. Returns ``{"OP": (low, high), "BWT": (low, high)}``; a value is None without
+    pairs, and BWT is None with one task or a missing diagonal. Raises ValueError when a
+    pair's tasks or test examples differ, or ``draws`` < 1, or a score is not finite.
+    """
+    import numpy as np
+
+    if draws < 1:
+        raise ValueError(f"bootstrap draws: {draws}, expected at least 1")
+    if not pairs:
+        return {"OP": None, "BWT": None}
+    diffs = []
+    for n, (m, r) in enumerate(pairs):
+        _check_pair(m, r, f"seed pair {n + 1}")
+        op, bwt = _per_example(m, r)
+        if not all(np.isfinite(d).all() for d in op + (bwt or [])):
+            raise ValueError(f"seed pair {n + 1}: a per-example score is missing or not finite")
+        diffs.append((op, bwt))
+    with_bwt = all(b is not None for _, b in diffs)
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    chosen = rng.integers(0, n, size=(draws, n))
+    op_sum, bwt_sum = np.zeros(draws), np.zeros(draws)
+    rows = np.arange(draws)
+    for p in range(n):
+        op_at, bwt_at = np.empty((n, draws)), np.empty((n, draws))
+        for s, (op, bwt) in enumerate(diffs):
+            op_task, bwt_task = [], []
+            for i, d in enumerate(op):
+                idx = rng.integers(0, len(d), size=(draws, len(d)))
+                op_task.append(d[idx].mean(axis=1))
+                if with_bwt and i < len(bwt):
+                    bwt_task.append(bwt[i][idx].mean(axis=1))
+            op_at[s] = np.mean(op_task, axis=0)
+            if with_bwt:
+                bwt_at[s] = np.mean(bwt_task, axis=0)
+        op_sum += op_at[chosen[:, p], rows]
+        if with_bwt:
+            bwt_sum += bwt_at[chosen[:, p], rows]
+    tail = 100.0 * (1.0 - level) / 2.0
+
+    def interval(total):
+        low, high = np.percentile(100.0 * total / n, [tail, 100.0 - tail])
+        return float(low), float(high)
+
+    return {"OP": interval(op_sum), "BWT": interval(bwt_sum) if with_bwt else None}
+
+
+def excludes_zero(interval: Optional[Sequence[float]]) -> bool:
+    """Whether an interval (low, high) lies wholly above or below 0 (False for None)."""
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
