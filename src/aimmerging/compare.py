@@ -30,10 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
+from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw, locate_data,
                      split_config_argument)
 from .errors import ConfigError, missing_folder
 from .io import atomic_write_json, atomic_write_text
+from .data.location import add_data_arg
 from .threads import add_threads_arg, apply_threads
 
 #: methods whose algorithm watches the history loss (their monitoring time is real cost)
@@ -150,12 +151,13 @@ def _read_json(path: Path) -> dict:
 
 
 def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=None,
-                 fwt: bool = True, progress: bool = True) -> list[dict]:
+                 fwt: bool = True, progress: bool = True, data: Optional[str] = None) -> list[dict]:
     """Run every method of ``methods`` on the config into ``output/<method>/`` and write the table.
 
     Everything is checked before any training: the method names, the config with every
-    method's overrides. Returns the rows (see :func:`table_row`); the files
-    ``comparison.csv``/``.json``/``.md`` are written to ``output``.
+    method's overrides. ``data`` is ``--data DIR`` (:func:`~aimmerging.config.locate_data`).
+    Returns the rows (see :func:`table_row`); the files ``comparison.csv``/``.json``/``.md``
+    are written to ``output``.
     """
     names = parse_methods(methods)
     if output is None:
@@ -164,14 +166,15 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output: {out} is not a folder")
     overrides = list(overrides or [])
-    raw = load_raw(config_path)
+    raw = locate_data(load_raw(config_path), overrides, data)
     source = str(config_path)
     for m in dict.fromkeys(([SINGLE] if fwt else []) + names):   # fail before any compute
         cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
         _check_same_config(cfg, out / m)
         _check_resumable(cfg, out / m)
-    if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
-        raise ConfigError(f"data.dir: {missing_folder(cfg.data.dir)} is not a folder")
+    from .runner import data_folder
+
+    data_folder(cfg)                 # a missing benchmark folder: how to give it (--data DIR)
     out.mkdir(parents=True, exist_ok=True)
 
     a0 = None
@@ -360,7 +363,7 @@ def cmd_compare(args) -> int:
     args.config, args.overrides = split_config_argument(args.config, args.overrides)
     apply_threads(args)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
-                        fwt=not args.no_fwt, progress=not args.quiet)
+                        fwt=not args.no_fwt, progress=not args.quiet, data=args.data)
     md = Path(args.output) / "comparison.md"
     print(md.read_text(encoding="utf-8") if md.is_file() else rows)
     print(f"comparison: {Path(args.output) / 'comparison.csv'}")
@@ -377,6 +380,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="override config values for every method, e.g. --set train.epochs=1 "
                         "data.n_train=16 (repeatable)")
     p.add_argument("--output", required=True, help="comparison folder (one run folder per method)")
+    add_data_arg(p)
     p.add_argument("--no-fwt", action="store_true",
                    help="do not run single_task first (no a0, so no FWT)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")

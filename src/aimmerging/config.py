@@ -16,6 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from .data.spec import TaskSpec, task_spec
 from .errors import ConfigError
 
 METHOD_NAMES = (
@@ -66,17 +67,42 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Which benchmark data, which tasks in which order, how many examples."""
+    """Which benchmark data, which tasks in which order, how many examples (docs/data.md)."""
 
     dir: Optional[str] = None            # benchmark folder (AimMerging or O-LoRA layout); None = demo stream
     order: Optional[int] = None          # paper order 1..7 (SPEC.md); ignored when `tasks` is set
-    tasks: Optional[list[str]] = Field(default=None, min_length=1)   # explicit task order
+    # explicit task order: names of data.dir's tasks (or the demo's), and tasks given by their
+    # files (a mapping: aimmerging.data.spec.TaskSpec), mixed
+    tasks: Optional[list[Union[str, TaskSpec]]] = Field(default=None, min_length=1)
     n_train: Optional[int] = Field(default=None, ge=1)   # examples per task (None = all)
-    n_test: Optional[int] = Field(default=None, ge=1)
-    test_split: Literal["test", "dev"] = "test"
+    n_test: Optional[int] = Field(default=None, ge=1)    # evaluation examples per task (test or dev)
     eval_all_tasks: bool = False         # evaluate every task after each stage (not only those seen)
     max_input_tokens: int = Field(default=512, ge=8)
     max_target_tokens: int = Field(default=64, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_test_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "test_split" in data:
+            raise ValueError("data.test_split is gone (it evaluated on the benchmark's dev files, "
+                             "which overlap its test files): use eval.split: dev (records held "
+                             "out from the train file) or eval.split: test")
+        return data
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_entries(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for position, item in enumerate(value):
+            if isinstance(item, dict):
+                item = task_spec(item, position)
+            elif not isinstance(item, (str, TaskSpec)):
+                raise ValueError(f"data.tasks[{position}]: expected a task name or a mapping "
+                                 f"{{name: ..., train: ..., ...}}, got {item!r}")
+            out.append(item)
+        return out
 
 
 class ModelConfig(_Section):
@@ -172,6 +198,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """Evaluation after each task: batched greedy generation."""
 
+    # what each task is scored on: its test file, or dev records held out from its train file
+    # (a task's own dev file where it has one): docs/data.md
+    split: Literal["test", "dev"] = "test"
     batch_size: int = Field(default=16, ge=1)
     max_new_tokens: int = Field(default=16, ge=1)
 
@@ -210,7 +239,7 @@ def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = 
         if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
             where = f"--set {item}: "
             break
-    if loc and msg.startswith(loc + "."):
+    if loc and msg.startswith((loc + ".", loc + "[")):
         loc = ""
     return f"{where}{loc + ': ' if loc else ''}{msg}"
 
@@ -289,10 +318,58 @@ def build_config(raw: dict, source: str = "", overrides: Sequence[str] = ()) -> 
         raise ConfigError(_format_error(err, source, overrides)) from None
 
 
-def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+def locate_data(raw: dict, overrides: Sequence[str] = (), data: Optional[str] = None) -> dict:
+    """A config file's dict with ``data.dir`` from ``--data DIR`` (``data``), else from
+    ``$AIMMERGING_DATA`` for a relative ``data.dir`` (aimmerging.data.location; the ``--set``
+    ``overrides`` are applied afterwards, by the caller). Raises ConfigError when ``--data``
+    and ``--set data.dir`` are both given, or when the folder given is not one."""
+    import os
+
+    from .data.location import DATA_ENV, data_dir_for
+
+    sets_dir = any(item.split("=", 1)[0].strip() == "data.dir" for item in overrides)
+    if data is not None and sets_dir:
+        raise ConfigError("--data and --set data.dir both name the benchmark data: give one")
+    section = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    current = section.get("dir")
+    env = os.environ.get(DATA_ENV, "").strip()
+    if data is not None:
+        found = data_dir_for(data, current, "--data")
+    elif env and not sets_dir and isinstance(current, str) and current.strip() and \
+            not os.path.isabs(os.path.expanduser(current)):
+        found = data_dir_for(env, current, DATA_ENV)
+    else:
+        return raw
+    return {**raw, "data": {**section, "dir": found}}
+
+
+def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None,
+                data: Optional[str] = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None), take ``data.dir`` from
+    ``data`` (``--data DIR``) or ``$AIMMERGING_DATA`` (:func:`locate_data`) and apply the
+    ``--set`` overrides."""
     raw = load_raw(path) if path is not None else {}
+    raw = locate_data(raw, overrides or [], data)
     return build_config(apply_overrides(raw, overrides or []), str(path or ""), overrides or [])
+
+
+#: keys of earlier versions that are gone, as runs' saved configs hold them: a saved value
+#: here is today's default behaviour and the key is dropped (every run before eval.split
+#: saved ``data.test_split: test``, which is ``eval.split: test``); another saved value
+#: stays, so that the config is refused and compares unequal
+RETIRED_KEYS = {("data", "test_split"): "test"}
+
+
+def upgrade_saved(raw: Any) -> Any:
+    """A run's saved config (``config.yaml`` as a dict) in today's keys (:data:`RETIRED_KEYS`)."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for (section, key), same in RETIRED_KEYS.items():
+        block = out.get(section)
+        if isinstance(block, dict) and key in block and block[key] == same:
+            out[section] = {k: v for k, v in block.items() if k != key}
+    return out
 
 
 def dump_config(cfg: RunConfig) -> str:

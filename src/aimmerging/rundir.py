@@ -168,9 +168,9 @@ def config_differences(old, cfg: RunConfig) -> list:
     keep the earlier behaviour, or at their ``EARLIER_BEHAVIOUR`` value where the default
     does not. Keys in ``RESUME_MAY_CHANGE`` are ignored; empty when equal.
     """
-    from .config import build_config
+    from .config import build_config, upgrade_saved
 
-    saved = old if isinstance(old, dict) else {}
+    saved = upgrade_saved(old) if isinstance(old, dict) else {}
     for (section, key), value in EARLIER_BEHAVIOUR.items():
         if isinstance(saved.get(section), dict) and key not in saved[section]:
             saved = {**saved, section: {**saved[section], key: value}}
@@ -181,13 +181,28 @@ def config_differences(old, cfg: RunConfig) -> list:
     return _differences(_same_paths(saved), _same_paths(cfg.model_dump(mode="json")))
 
 
+def _same_path(path):
+    """A local path absolute, normalised and with its links resolved (against the current folder);
+    other values as they are."""
+    if isinstance(path, str) and not path.startswith("hf:"):
+        return os.path.realpath(os.path.expanduser(path))
+    if isinstance(path, dict) and isinstance(path.get("path"), str):
+        return {**path, "path": _same_path(path["path"])}
+    return path
+
+
 def _same_paths(config: dict) -> dict:
-    """``config`` with ``data.dir`` absolute and normalised (against the current folder), so
-    that ``data/x/``, ``./data/x`` and its absolute path compare equal."""
+    """``config`` with ``data.dir`` and the files of the tasks given by their files absolute and
+    normalised (against the current folder, links resolved), so that ``data/x/``, ``./data/x``,
+    its absolute path and a link to it compare equal."""
     data = config.get("data")
-    if isinstance(data, dict) and isinstance(data.get("dir"), str):
-        config = {**config, "data": {**data, "dir": os.path.normpath(os.path.abspath(data["dir"]))}}
-    return config
+    if not isinstance(data, dict):
+        return config
+    data = {**data, "dir": _same_path(data.get("dir"))}
+    if isinstance(data.get("tasks"), list):
+        data["tasks"] = [{**t, **{r: _same_path(t.get(r)) for r in ("train", "dev", "test")}}
+                         if isinstance(t, dict) else t for t in data["tasks"]]
+    return {**config, "data": data}
 
 
 def _differences(old: dict, new: dict, prefix: tuple = ()) -> list:
