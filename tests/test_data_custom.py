@@ -77,11 +77,10 @@ def test_template_numbers_and_default_ids(tmp_path: Path) -> None:
     ({"train": {"path": "a", "hub": "b"}}, r"train: give exactly one of path and hub"),
     ({"train": {"path": "a", "splt": "x"}}, r"train.splt: unknown key"),
     ({"name": "a/b"}, r"name 'a/b': use letters"),
-    ({"input": None}, r"give input \(the column of the input text\) or template"),
+    ({"output": ""}, r"output: empty column name"),
 ])
 def test_task_mapping_is_validated(entry: dict, message: str) -> None:
     raw = {"name": "mine", "train": "t.jsonl", "input": "q", "output": "a", "metric": "accuracy", **entry}
-    raw = {k: v for k, v in raw.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         task_spec(raw, 0)
     with pytest.raises(ConfigError, match=r"^x.yaml: data.tasks\[1\]"):
@@ -92,9 +91,17 @@ def test_rouge_l_alias_and_refused_entries() -> None:
     assert _spec(train="t.jsonl", metric="rouge_l").metric == "rougeL"
     with pytest.raises(ConfigError, match=r"data.tasks\[0\]: expected a task name or a mapping"):
         build_config({"data": {"tasks": [5]}})
-    with pytest.raises(ConfigError, match=r"data.tasks\[1\] \(mine\): metric: missing key"):
-        build_config({"data": {"tasks": ["dbpedia", {"name": "mine", "train": "x", "input": "q",
-                                                     "output": "a"}]}})
+    with pytest.raises(ConfigError, match=r"data.tasks\[1\] \(mine\): train: missing key"):
+        build_config({"data": {"tasks": ["dbpedia", {"name": "mine", "input": "q"}]}})
+
+
+def test_defaults_read_input_and_output_columns(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [{"input": "2+2=", "output": "4"}])
+    spec = task_spec({"name": "plain", "train": str(path)}, 0)
+    assert (spec.metric, spec.columns()) == ("accuracy", ["input", "output"])
+    assert [(e.input, e.output) for e in load_role(spec, "train")] == [("2+2=", "4")]
+    templated = task_spec({"name": "t", "train": str(path), "template": "Q: {input}"}, 0)
+    assert templated.columns() == ["input", "output"] and templated.input_column is None
 
 
 @pytest.mark.parametrize("content, suffix, message", [

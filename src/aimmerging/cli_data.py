@@ -132,7 +132,7 @@ def check_config(path: str, data: str | None = None) -> int:
 
     cfg = load_config(path, [], data=data)
     entries = task_entries(cfg)
-    data_dir = data_folder(cfg)
+    data_dir = data_folder(cfg, entries)
     available = list_tasks(data_dir) if data_dir is not None else {}
     split = cfg.eval.split
     rows, errors = [], []

@@ -54,12 +54,14 @@ def task_order(cfg: RunConfig) -> list[str]:
     return [t if isinstance(t, str) else t.name for t in task_entries(cfg)]
 
 
-def data_folder(cfg: RunConfig) -> Optional[Path]:
+def data_folder(cfg: RunConfig, entries: Optional[list] = None) -> Optional[Path]:
     """``data.dir`` when a task of the run is read from it (a name, with ``data.dir`` set), else
-    None. Raises ConfigError, saying how to give the data, when it is not a folder."""
+    None; ``entries`` are the run's :func:`task_entries` when known. Raises ConfigError, saying
+    how to give the data, when it is not a folder."""
     from .data.location import missing_data_message
 
-    if cfg.data.dir is None or not any(isinstance(t, str) for t in task_entries(cfg)):
+    entries = task_entries(cfg) if entries is None else entries
+    if cfg.data.dir is None or not any(isinstance(t, str) for t in entries):
         return None
     path = Path(cfg.data.dir).expanduser()
     if not path.is_dir():
@@ -80,7 +82,7 @@ def load_tasks(cfg: RunConfig) -> list:
 
     entries = task_entries(cfg)
     names = [e for e in entries if isinstance(e, str)]
-    data_dir = data_folder(cfg)
+    data_dir = data_folder(cfg, entries)
     loaded: dict = {}
     if names and data_dir is None:
         if cfg.eval.split == "dev":

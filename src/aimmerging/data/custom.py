@@ -43,7 +43,7 @@ def _text(value: Any, records: Records, index: int, column: str) -> str:
 def to_examples(records: Records, spec: TaskSpec) -> list[Example]:
     """The records of one source as examples (see the module docstring for the rules)."""
     columns = spec.columns()
-    required = [c for c in (spec.input, spec.output, spec.id) if c is not None]
+    required = [c for c in (spec.input_column, spec.output, spec.id) if c is not None]
     examples: list[Example] = []
     first_of: dict[str, int] = {}
     for index, row in enumerate(records.rows):
@@ -57,7 +57,8 @@ def to_examples(records: Records, spec: TaskSpec) -> list[Example]:
         for column in required:
             if not values[column].strip():
                 raise DataError(f"{records.where(index, rid)}: field {column!r} is empty")
-        text = values[spec.input] if spec.template is None else render_template(spec.template, values)
+        text = values[spec.input_column] if spec.template is None else \
+            render_template(spec.template, values)
         ex_id = values[spec.id] if spec.id is not None else f"{spec.name}_{index}"
         if ex_id in first_of:
             raise DataError(f"{records.where(index, rid)}: field {spec.id!r}: id {ex_id!r} is "

@@ -104,10 +104,11 @@ def render_template(template: str, values: dict[str, str]) -> str:
 class TaskSpec(_Strict):
     """A task given by its files (a mapping in ``data.tasks``); unknown keys are refused.
 
-    ``input`` names the column of the model's input text and ``output`` that of the answer;
-    ``template`` (optional) builds the input from columns instead (``"Summarize: {document}
-    \\nSummary:"``). ``metric`` is ``accuracy`` (exact match; the test and dev samples are
-    stratified by answer) or ``rouge_l`` (aliases of :func:`aimmerging.scoring.normalize_metric`).
+    ``input`` names the column of the model's input text (default ``input``) and ``output``
+    that of the answer (default ``output``); ``template`` (optional) builds the input from
+    columns instead (``"Summarize: {document}\\nSummary:"``). ``metric`` is ``accuracy``
+    (the default: exact match; the test and dev samples are stratified by answer) or
+    ``rouge_l`` (aliases of :func:`aimmerging.scoring.normalize_metric`).
     ``test`` may be left out when ``train`` is a DatasetDict or split folder with a test
     split, or when the run evaluates on dev (``eval.split: dev``); ``dev`` is optional (without
     it, dev records are held out from the train file: docs/data.md). ``id`` names a column of
@@ -118,10 +119,10 @@ class TaskSpec(_Strict):
     train: Source
     dev: Optional[Source] = None
     test: Optional[Source] = None
-    input: Optional[str] = None
-    output: str
+    input: Optional[str] = None          # None: the column "input", unless a template is given
+    output: str = "output"
     template: Optional[str] = None
-    metric: str
+    metric: str = "accuracy"
     id: Optional[str] = None
 
     @field_validator("name")
@@ -165,15 +166,14 @@ class TaskSpec(_Strict):
                 raise ValueError("template is empty")
         return value
 
-    @model_validator(mode="after")
-    def _input_given(self) -> "TaskSpec":
-        if self.input is None and self.template is None:
-            raise ValueError("give input (the column of the input text) or template")
-        return self
+    @property
+    def input_column(self) -> Optional[str]:
+        """The column of the input text: ``input``, else ``"input"`` when there is no template."""
+        return self.input if self.input is not None or self.template is not None else "input"
 
     def columns(self) -> list[str]:
         """Every column a record must have: the input (or the template's), output and id."""
-        cols = [self.input] if self.input is not None else []
+        cols = [self.input_column] if self.input_column is not None else []
         if self.template is not None:
             cols += [c for c in template_fields(self.template) if c not in cols]
         cols += [c for c in (self.output, self.id) if c is not None and c not in cols]
