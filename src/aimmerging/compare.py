@@ -30,11 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw, locate_data,
+from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
                      split_config_argument)
 from .errors import ConfigError, missing_folder
 from .io import atomic_write_json, atomic_write_text
-from .data.location import add_data_arg
+from .data.location import add_data_arg, locate_data
 from .threads import add_threads_arg, apply_threads
 
 #: methods whose algorithm watches the history loss (their monitoring time is real cost)
@@ -155,7 +155,7 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     """Run every method of ``methods`` on the config into ``output/<method>/`` and write the table.
 
     Everything is checked before any training: the method names, the config with every
-    method's overrides. ``data`` is ``--data DIR`` (:func:`~aimmerging.config.locate_data`).
+    method's overrides. ``data`` is ``--data DIR`` (:func:`~aimmerging.data.location.locate_data`).
     Returns the rows (see :func:`table_row`); the files ``comparison.csv``/``.json``/``.md``
     are written to ``output``.
     """

@@ -318,36 +318,13 @@ def build_config(raw: dict, source: str = "", overrides: Sequence[str] = ()) -> 
         raise ConfigError(_format_error(err, source, overrides)) from None
 
 
-def locate_data(raw: dict, overrides: Sequence[str] = (), data: Optional[str] = None) -> dict:
-    """A config file's dict with ``data.dir`` from ``--data DIR`` (``data``), else from
-    ``$AIMMERGING_DATA`` for a relative ``data.dir`` (aimmerging.data.location; the ``--set``
-    ``overrides`` are applied afterwards, by the caller). Raises ConfigError when ``--data``
-    and ``--set data.dir`` are both given, or when the folder given is not one."""
-    import os
-
-    from .data.location import DATA_ENV, data_dir_for
-
-    sets_dir = any(item.split("=", 1)[0].strip() == "data.dir" for item in overrides)
-    if data is not None and sets_dir:
-        raise ConfigError("--data and --set data.dir both name the benchmark data: give one")
-    section = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    current = section.get("dir")
-    env = os.environ.get(DATA_ENV, "").strip()
-    if data is not None:
-        found = data_dir_for(data, current, "--data")
-    elif env and not sets_dir and isinstance(current, str) and current.strip() and \
-            not os.path.isabs(os.path.expanduser(current)):
-        found = data_dir_for(env, current, DATA_ENV)
-    else:
-        return raw
-    return {**raw, "data": {**section, "dir": found}}
-
-
 def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None,
                 data: Optional[str] = None) -> RunConfig:
     """Load a YAML config (or the defaults when ``path`` is None), take ``data.dir`` from
-    ``data`` (``--data DIR``) or ``$AIMMERGING_DATA`` (:func:`locate_data`) and apply the
-    ``--set`` overrides."""
+    ``data`` (``--data DIR``) or ``$AIMMERGING_DATA``
+    (:func:`~aimmerging.data.location.locate_data`) and apply the ``--set`` overrides."""
+    from .data.location import locate_data
+
     raw = load_raw(path) if path is not None else {}
     raw = locate_data(raw, overrides or [], data)
     return build_config(apply_overrides(raw, overrides or []), str(path or ""), overrides or [])

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from aimmerging.errors import ConfigError, missing_folder
 
-__all__ = ["DATA_ENV", "DATA_SOURCES", "add_data_arg", "data_dir_for", "missing_data_message"]
+__all__ = ["DATA_ENV", "DATA_SOURCES", "add_data_arg", "data_dir_for", "locate_data",
+           "missing_data_message"]
 
 #: the environment variable that stands in for --data
 DATA_ENV = "AIMMERGING_DATA"
@@ -44,6 +45,27 @@ def data_dir_for(root: str, config_dir: Optional[str], flag: str) -> str:
         if name not in ("", ".", "..") and (Path(text) / name).is_dir():
             return os.path.normpath(os.path.join(text, name))
     return os.path.normpath(text)
+
+
+def locate_data(raw: dict, overrides: Sequence[str] = (), data: Optional[str] = None) -> dict:
+    """A config file's dict with ``data.dir`` from ``--data DIR`` (``data``), else from
+    ``$AIMMERGING_DATA`` for a relative ``data.dir`` (see the module docstring; the ``--set``
+    ``overrides`` are applied afterwards, by the caller). Raises ConfigError when ``--data``
+    and ``--set data.dir`` are both given, or when the folder given is not one."""
+    sets_dir = any(item.split("=", 1)[0].strip() == "data.dir" for item in overrides)
+    if data is not None and sets_dir:
+        raise ConfigError("--data and --set data.dir both name the benchmark data: give one")
+    section = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    current = section.get("dir")
+    env = os.environ.get(DATA_ENV, "").strip()
+    if data is not None:
+        found = data_dir_for(data, current, "--data")
+    elif env and not sets_dir and isinstance(current, str) and current.strip() and \
+            not os.path.isabs(os.path.expanduser(current)):
+        found = data_dir_for(env, current, DATA_ENV)
+    else:
+        return raw
+    return {**raw, "data": {**section, "dir": found}}
 
 
 def missing_data_message(path) -> str:
