@@ -100,9 +100,13 @@ def test_load_task_data_long_sequence() -> None:
 @needs_data
 def test_load_task_data_superni_and_dev_split() -> None:
     sup = DATA / "data_superni"
-    data = load_task_data(sup, "task1290", n_train=None, n_test=None, seed=0, test_split="dev")
+    data = load_task_data(sup, "task1290", n_train=None, n_test=None, seed=0)
     assert data.info.metric == "rougeL"
     assert len(data.train) == 1000 and len(data.test) == 100
+    assert data.test == load_split(sup, "task1290", "test")
+    dev = load_task_data(sup, "task1290", n_train=600, n_test=100, seed=0, split="dev")
+    assert (dev.split, dev.source, len(dev.test)) == ("dev", "held out from the train file", 100)
+    assert set(dev.test) <= set(load_split(sup, "task1290", "train")) - set(dev.train)
 
 
 def test_load_task_data_custom_task(tmp_path: Path) -> None:

@@ -2,13 +2,13 @@
 
 ::
 
-    aimmerging run CONFIG [--set key=value ...] [--output DIR] [--resume | --overwrite] [--threads N]
+    aimmerging run CONFIG [--set key=value ...] [--data DIR] [--output DIR] [--resume | --overwrite] [--threads N]
     aimmerging demo [--output DIR] [--model NAME] [--threads N]
-    aimmerging compare CONFIG --methods m1,m2 [--set ...] --output DIR [--threads N]
+    aimmerging compare CONFIG --methods m1,m2 [--set ...] [--data DIR] --output DIR [--threads N]
     aimmerging plot RUN_DIR [--baseline RUN_DIR]
     aimmerging export RUN_DIR [--stage N] --output DIR
     aimmerging bench [--quick] [--output DIR]
-    aimmerging data check DIR | data show DIR TASK --split SPLIT --limit N --json
+    aimmerging data check DIR|CONFIG | data show DIR|CONFIG TASK --split SPLIT --limit N --json
     aimmerging docs [--check]
 
 A configuration or data mistake prints one line ``error: ...`` and exits with 2.
@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     apply_threads(args)
     try:
         args.config, args.overrides = split_config_argument(args.config, args.overrides)
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, data=args.data)
         out = Path(args.output) if args.output else \
             Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
         accelerator = _accelerator_for(cfg, out)
@@ -139,6 +139,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_data import add_data_parser
+    from .data.location import add_data_arg
 
     parser = _Parser(prog="aimmerging", description=__doc__.split("\n")[1])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "aimmerging run CONFIG ... (resume with the same N).")
     _add_config_args(p)
     p.add_argument("--output", help="run folder (default: runs/<config>_<method>)")
+    add_data_arg(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run folder from its checkpoint")
     g.add_argument("--overwrite", action="store_true",

@@ -36,6 +36,7 @@ from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
                      split_config_argument)
 from .errors import ConfigError, did_you_mean, missing_folder
 from .io import atomic_write_json, atomic_write_text
+from .data.location import add_data_arg, locate_data
 from .threads import add_threads_arg, apply_threads
 
 #: methods whose algorithm watches the history loss (their monitoring time is real cost)
@@ -153,12 +154,13 @@ def _read_json(path: Path) -> dict:
 
 
 def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=None,
-                 fwt: bool = True, progress: bool = True) -> list[dict]:
+                 fwt: bool = True, progress: bool = True, data: Optional[str] = None) -> list[dict]:
     """Run every method of ``methods`` on the config into ``output/<method>/`` and write the table.
 
     Everything is checked before any training: the method names, the config with every
-    method's overrides. Returns the rows (see :func:`table_row`); the files
-    ``comparison.csv``/``.json``/``.md`` are written to ``output``.
+    method's overrides. ``data`` is ``--data DIR`` (:func:`~aimmerging.data.location.locate_data`).
+    Returns the rows (see :func:`table_row`); the files ``comparison.csv``/``.json``/``.md``
+    are written to ``output``.
     """
     names = parse_methods(methods)
     if output is None:
@@ -167,14 +169,15 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output: {out} is not a folder")
     overrides = list(overrides or [])
-    raw = load_raw(config_path)
+    raw = locate_data(load_raw(config_path), overrides, data)
     source = str(config_path)
     for m in dict.fromkeys(([SINGLE] if fwt else []) + names):   # fail before any compute
         cfg = _config_for(raw, source, m, overrides, {} if fwt else None)
         _check_same_config(cfg, out / m)
         _check_resumable(cfg, out / m)
-    if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
-        raise ConfigError(f"data.dir: {missing_folder(cfg.data.dir)} is not a folder")
+    from .runner import data_folder
+
+    data_folder(cfg)                 # a missing benchmark folder: how to give it (--data DIR)
     out.mkdir(parents=True, exist_ok=True)
 
     a0 = None
@@ -370,7 +373,7 @@ def cmd_compare(args) -> int:
     require(args, "--methods", "--output")
     args.config, args.overrides = split_config_argument(args.config, args.overrides)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
-                        fwt=not args.no_fwt, progress=not args.quiet)
+                        fwt=not args.no_fwt, progress=not args.quiet, data=args.data)
     md = Path(args.output) / "comparison.md"
     print(md.read_text(encoding="utf-8") if md.is_file() else rows)
     print(f"comparison: {Path(args.output) / 'comparison.csv'}")
@@ -387,6 +390,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="override config values for every method, e.g. --set train.epochs=1 "
                         "data.n_train=16 (repeatable)")
     p.add_argument("--output", help="comparison folder (one run folder per method)")
+    add_data_arg(p)
     p.add_argument("--no-fwt", action="store_true",
                    help="do not run single_task first (no a0, so no FWT)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log on the terminal")

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from .data.spec import TaskSpec, task_spec
 from .errors import ConfigError, did_you_mean
 
 METHOD_NAMES = (
@@ -67,21 +68,22 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Which benchmark data, which tasks in which order, how many examples."""
+    """Which benchmark data, which tasks in which order, how many examples (docs/data.md)."""
 
     dir: Optional[str] = None
     """The benchmark folder (the AimMerging or O-LoRA CL_Benchmark layout, docs/data.md); a
-    relative path counts from the current folder; null runs the built-in demo stream."""
+    relative path counts from the current folder (`--data DIR` or `AIMMERGING_DATA` give the
+    data root instead); null runs the built-in demo stream."""
     order: Optional[int] = None
     """A task order of the paper, 1-7 (table 12; docs/algorithm.md); ignored when `tasks` is set."""
-    tasks: Optional[list[str]] = Field(default=None, min_length=1)
-    """The tasks in training order (names of the benchmark layout's tasks)."""
+    tasks: Optional[list[Union[str, TaskSpec]]] = Field(default=None, min_length=1)
+    """The tasks in training order: names of `dir`'s tasks (or the demo's), and tasks given by
+    their files (a mapping, the `data.tasks[].` keys below), mixed."""
     n_train: Optional[int] = Field(default=None, ge=1)
     """Training examples per task, drawn uniformly with the run's seed (null: all)."""
     n_test: Optional[int] = Field(default=None, ge=1)
-    """Evaluation examples per task, stratified by label for accuracy tasks (null: all)."""
-    test_split: Literal["test", "dev"] = "test"
-    """The split evaluated after each task."""
+    """Evaluation examples per task (test or dev), stratified by label for accuracy tasks
+    (null: all)."""
     eval_all_tasks: bool = False
     """Evaluate every task after each stage, not only the tasks seen so far."""
     max_input_tokens: int = Field(default=512, ge=8)
@@ -89,6 +91,30 @@ class DataConfig(_Section):
     last half of the budget kept, so that the instruction and the answer cue both survive)."""
     max_target_tokens: int = Field(default=64, ge=1)
     """Answer length limit in tokens for training (the answer is cut at the end)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_test_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "test_split" in data:
+            raise ValueError("data.test_split is gone (it evaluated on the benchmark's dev files, "
+                             "which overlap its test files): use eval.split: dev (records held "
+                             "out from the train file) or eval.split: test")
+        return data
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_entries(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for position, item in enumerate(value):
+            if isinstance(item, dict):
+                item = task_spec(item, position)
+            elif not isinstance(item, (str, TaskSpec)):
+                raise ValueError(f"data.tasks[{position}]: expected a task name or a mapping "
+                                 f"{{name: ..., train: ..., ...}}, got {item!r}")
+            out.append(item)
+        return out
 
 
 class ModelConfig(_Section):
@@ -220,6 +246,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     """Evaluation after each task: batched greedy generation."""
 
+    split: Literal["test", "dev"] = "test"
+    """What each task is scored on: its test file, or dev records held out from its train file
+    (a task's own dev file where it has one; docs/data.md). Choose settings on dev, report test."""
     batch_size: int = Field(default=16, ge=1)
     """Prompts per generation batch."""
     max_new_tokens: int = Field(default=16, ge=1)
@@ -273,7 +302,7 @@ def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = 
         if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
             where = f"--set {item}: "
             break
-    if loc and msg.startswith(loc + "."):
+    if loc and msg.startswith((loc + ".", loc + "[")):
         loc = ""
     return f"{where}{loc + ': ' if loc else ''}{msg}"
 
@@ -352,10 +381,35 @@ def build_config(raw: dict, source: str = "", overrides: Sequence[str] = ()) -> 
         raise ConfigError(_format_error(err, source, overrides)) from None
 
 
-def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None) -> RunConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = None,
+                data: Optional[str] = None) -> RunConfig:
+    """Load a YAML config (or the defaults when ``path`` is None), take ``data.dir`` from
+    ``data`` (``--data DIR``) or ``$AIMMERGING_DATA``
+    (:func:`~aimmerging.data.location.locate_data`) and apply the ``--set`` overrides."""
+    from .data.location import locate_data
+
     raw = load_raw(path) if path is not None else {}
+    raw = locate_data(raw, overrides or [], data)
     return build_config(apply_overrides(raw, overrides or []), str(path or ""), overrides or [])
+
+
+#: keys of earlier versions that are gone, as runs' saved configs hold them: a saved value
+#: here is today's default behaviour and the key is dropped (every run before eval.split
+#: saved ``data.test_split: test``, which is ``eval.split: test``); another saved value
+#: stays, so that the config is refused and compares unequal
+RETIRED_KEYS = {("data", "test_split"): "test"}
+
+
+def upgrade_saved(raw: Any) -> Any:
+    """A run's saved config (``config.yaml`` as a dict) in today's keys (:data:`RETIRED_KEYS`)."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for (section, key), same in RETIRED_KEYS.items():
+        block = out.get(section)
+        if isinstance(block, dict) and key in block and block[key] == same:
+            out[section] = {k: v for k, v in block.items() if k != key}
+    return out
 
 
 def dump_config(cfg: RunConfig) -> str:

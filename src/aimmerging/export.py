@@ -68,7 +68,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
     folder that is not a run, a missing stage or such an ``output``."""
     from peft import PeftModel
 
-    from .config import build_config
+    from .config import build_config, upgrade_saved
     from .models import backbone_dtype, load_backbone
 
     cfg_path = run_dir / "config.yaml"
@@ -77,7 +77,7 @@ def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tupl
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
     output = check_output(output)
-    model_cfg = build_config(cfg, str(cfg_path)).model    # validated; defaults for older runs
+    model_cfg = build_config(upgrade_saved(cfg), str(cfg_path)).model  # defaults for older runs
     backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
     merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
     output.parent.mkdir(parents=True, exist_ok=True)

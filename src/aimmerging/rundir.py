@@ -175,10 +175,10 @@ def config_differences(old, cfg: RunConfig) -> list:
 def as_it_ran(old) -> dict:
     """A saved config (a dict read from a run's ``config.yaml``) with every key, at the value
     the run ran with: keys it lacks at their ``EARLIER_BEHAVIOUR`` value, else their default
-    (the raw dict where it does not validate)."""
-    from .config import build_config
+    (the raw dict where it does not validate); older keys upgraded (``upgrade_saved``)."""
+    from .config import build_config, upgrade_saved
 
-    saved = old if isinstance(old, dict) else {}
+    saved = upgrade_saved(old) if isinstance(old, dict) else {}
     for (section, key), value in EARLIER_BEHAVIOUR.items():
         if isinstance(saved.get(section), dict) and key not in saved[section]:
             saved = {**saved, section: {**saved[section], key: value}}
@@ -188,13 +188,28 @@ def as_it_ran(old) -> dict:
         return saved
 
 
+def _same_path(path):
+    """A local path absolute, normalised and with its links resolved (against the current folder);
+    other values as they are."""
+    if isinstance(path, str) and not path.startswith("hf:"):
+        return os.path.realpath(os.path.expanduser(path))
+    if isinstance(path, dict) and isinstance(path.get("path"), str):
+        return {**path, "path": _same_path(path["path"])}
+    return path
+
+
 def _same_paths(config: dict) -> dict:
-    """``config`` with ``data.dir`` absolute and normalised (against the current folder), so
-    that ``data/x/``, ``./data/x`` and its absolute path compare equal."""
+    """``config`` with ``data.dir`` and the files of the tasks given by their files absolute and
+    normalised (against the current folder, links resolved), so that ``data/x/``, ``./data/x``,
+    its absolute path and a link to it compare equal."""
     data = config.get("data")
-    if isinstance(data, dict) and isinstance(data.get("dir"), str):
-        config = {**config, "data": {**data, "dir": os.path.normpath(os.path.abspath(data["dir"]))}}
-    return config
+    if not isinstance(data, dict):
+        return config
+    data = {**data, "dir": _same_path(data.get("dir"))}
+    if isinstance(data.get("tasks"), list):
+        data["tasks"] = [{**t, **{r: _same_path(t.get(r)) for r in ("train", "dev", "test")}}
+                         if isinstance(t, dict) else t for t in data["tasks"]]
+    return {**config, "data": data}
 
 
 def _differences(old: dict, new: dict, prefix: tuple = ()) -> list:

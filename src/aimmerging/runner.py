@@ -18,8 +18,10 @@ from .rundir import check_run_dir, holds_run, prepare_run_dir
 log = logging.getLogger("aimmerging")
 
 
-def task_order(cfg: RunConfig) -> list[str]:
-    """The task names of the run: ``data.tasks``, else paper order ``data.order``, else the demo."""
+def task_entries(cfg: RunConfig) -> list:
+    """The tasks of the run in order: canonical names (``data.tasks``' names, else paper order
+    ``data.order``, else the demo's) and :class:`~aimmerging.data.spec.TaskSpec` s (tasks given
+    by their files). Raises ConfigError for an unknown order or a task listed twice."""
     from .data.demo import DEMO_TASKS
     from .data.registry import resolve_order
 
@@ -29,7 +31,17 @@ def task_order(cfg: RunConfig) -> list[str]:
         if cfg.data.order is not None:
             log.warning("data.tasks and data.order are both set: data.tasks is used, "
                         "data.order %s is ignored", cfg.data.order)
-        return resolve_order(cfg.data.tasks)
+        names = [t for t in cfg.data.tasks if isinstance(t, str)]
+        canonical = iter(resolve_order(names) if names else [])
+        entries = [next(canonical) if isinstance(t, str) else t for t in cfg.data.tasks]
+        seen: dict[str, int] = {}
+        for position, entry in enumerate(entries):
+            key = (entry if isinstance(entry, str) else entry.name).lower()
+            if key in seen:
+                raise ConfigError(f"data.tasks[{position}]: task {key!r} is also "
+                                  f"data.tasks[{seen[key]}]; every task needs its own name")
+            seen[key] = position
+        return entries
     if cfg.data.order is not None:
         return order
     if cfg.data.dir is None:
@@ -37,57 +49,105 @@ def task_order(cfg: RunConfig) -> list[str]:
     raise ConfigError("data: give data.tasks or data.order for the tasks of data.dir")
 
 
+def task_order(cfg: RunConfig) -> list[str]:
+    """The task names of the run, in order (:func:`task_entries`)."""
+    return [t if isinstance(t, str) else t.name for t in task_entries(cfg)]
+
+
+def data_folder(cfg: RunConfig, entries: Optional[list] = None) -> Optional[Path]:
+    """``data.dir`` when a task of the run is read from it (a name, with ``data.dir`` set), else
+    None; ``entries`` are the run's :func:`task_entries` when known. Raises ConfigError, saying
+    how to give the data, when it is not a folder."""
+    from .data.location import missing_data_message
+
+    entries = task_entries(cfg) if entries is None else entries
+    if cfg.data.dir is None or not any(isinstance(t, str) for t in entries):
+        return None
+    path = Path(cfg.data.dir).expanduser()
+    if not path.is_dir():
+        raise ConfigError(missing_data_message(cfg.data.dir))
+    return path
+
+
 def load_tasks(cfg: RunConfig) -> list:
-    """Load (and subsample) every task of the run; raises DataError/ConfigError naming the problem."""
+    """Load (and subsample) every task of the run; raises DataError/ConfigError naming the problem.
+
+    Each task's ``test`` holds its ``eval.split`` examples (``TaskData.split``, docs/data.md)."""
+    from .data.custom import load_custom_task
     from .data.demo import demo_stream
     from .data.formats import list_tasks
     from .data.registry import canonical_task_name, get_task_info
     from .data.sampling import load_task_data
+    from .data.sources import source_label
 
-    names = task_order(cfg)
-    if cfg.data.dir is None:
+    entries = task_entries(cfg)
+    names = [e for e in entries if isinstance(e, str)]
+    data_dir = data_folder(cfg, entries)
+    loaded: dict = {}
+    if names and data_dir is None:
+        if cfg.eval.split == "dev":
+            raise ConfigError("eval.split: dev: the demo stream (data.dir: null) has no dev split")
         stream = {t.info.name: t for t in demo_stream(cfg.data.n_train or 96, cfg.data.n_test or 40,
                                                        cfg.seed)}
         unknown = [n for n in names if n not in stream]
         if unknown:
             raise ConfigError(f"data.tasks: {', '.join(unknown)} not in the demo stream "
-                              f"(set data.dir for benchmark data)")
-        return [stream[n] for n in names]
-    data_dir = Path(cfg.data.dir)
-    if not data_dir.is_dir():
-        raise ConfigError(f"data.dir: {missing_folder(data_dir)} is not a folder")
-    available = list_tasks(data_dir)
+                              f"(set data.dir, or pass --data DIR, for benchmark data)")
+        loaded = {n: stream[n] for n in names}
+    elif names:
+        available = list_tasks(data_dir)
+        for name in names:
+            canon = canonical_task_name(name)
+            if canon not in available:
+                get_task_info(name)   # an unknown name raises here, listing the known ones
+                raise ConfigError(f"data.dir: {data_dir} has no files for task {name!r}")
+            default = None
+            try:
+                get_task_info(name)
+            except ConfigError:
+                default = "accuracy"    # a user's own task, present in the folder
+            loaded[name] = load_task_data(data_dir, name, cfg.data.n_train, cfg.data.n_test,
+                                          cfg.seed, cfg.eval.split, default_metric=default)
+            check_text(loaded[name], data_dir)
     tasks = []
-    for name in names:
-        canon = canonical_task_name(name)
-        if canon not in available:
-            get_task_info(name)   # an unknown name raises here, listing the known ones
-            raise ConfigError(f"data.dir: {data_dir} has no files for task {name!r}")
-        default = None
-        try:
-            get_task_info(name)
-        except ConfigError:
-            default = "accuracy"    # a user's own task, present in the folder
-        tasks.append(load_task_data(data_dir, name, cfg.data.n_train, cfg.data.n_test, cfg.seed,
-                                    cfg.data.test_split, default_metric=default))
-    for task in tasks:
-        check_text(task, data_dir)
+    for entry in entries:
+        if isinstance(entry, str):
+            tasks.append(loaded[entry])
+            continue
+        task = load_custom_task(entry, cfg.data.n_train, cfg.data.n_test, cfg.seed, cfg.eval.split)
+        check_text(task, source_label(entry.train))
+        tasks.append(task)
     return tasks
 
 
 def sample_size_notes(cfg: RunConfig, tasks: list) -> list[str]:
-    """One line per task split with fewer examples than ``data.n_train`` / ``data.n_test`` ask for."""
+    """One line per task split with fewer examples than ``data.n_train`` / ``data.n_test`` ask
+    for (dev records held out from the train file included)."""
     notes = []
     for task in tasks:
-        for split, asked, have in (("train", cfg.data.n_train, len(task.train)),
-                                   (cfg.data.test_split, cfg.data.n_test, len(task.test))):
-            if asked is not None and have < asked:
-                notes.append(f"{task.info.name}: {asked} {split} examples asked for, the {split} "
-                             f"split has {have}: all are used")
+        name = task.info.name
+        asked, have = cfg.data.n_train, len(task.train)
+        if asked is not None and have < asked:
+            notes.append(f"{name}: {asked} train examples asked for, the train split has {have}: "
+                         f"all are used")
+        split, source = getattr(task, "split", "test"), getattr(task, "source", "test file")
+        asked, have = cfg.data.n_test, len(task.test)
+        if asked is None or have >= asked:
+            continue
+        if source == "held out from the train file":
+            notes.append(f"{name}: {asked} dev examples asked for, only {have} records of the "
+                         f"train file are left outside the training sample (and the test file): "
+                         f"all are used")
+        elif source == "dev file":
+            notes.append(f"{name}: {asked} dev examples asked for, the dev file has {have}: "
+                         f"all are used")
+        else:
+            notes.append(f"{name}: {asked} {split} examples asked for, the {split} split has "
+                         f"{have}: all are used")
     return notes
 
 
-def check_text(task, data_dir: Path) -> None:
+def check_text(task, data_dir) -> None:
     """Every text must be encodable (JSON admits lone surrogates such as ``"\\ud800"``, which
     the tokenizer rejects with a TypeError in the middle of training)."""
     for split, examples in (("train", task.train), ("evaluation", task.test)):
@@ -240,6 +300,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
                     else f"nothing to resume in {run_dir}")
     log.info("run %s: method %s, %d tasks (%s), model %s", run_dir, cfg.method.name, len(tasks),
              ", ".join(t.info.name for t in tasks), cfg.model.name)
+    log.info("data: %s; scored on eval.split %s (%s)", _data_words(cfg), cfg.eval.split,
+             ", ".join(sorted({getattr(t, "source", "test file") for t in tasks})))
     from .loop import ContinualTrainer
     from .monitoring import describe_history_pass
 
@@ -271,6 +333,15 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
              _fmt(metrics.get("fwt")))
     return metrics
+
+
+def _data_words(cfg: RunConfig) -> str:
+    """Where the run's tasks come from, for the log."""
+    entries = cfg.data.tasks or ["order or demo"]         # data.order and the demo: names
+    names = any(isinstance(t, str) for t in entries)
+    parts = ([cfg.data.dir or "the built-in demo stream"] if names else []) + (
+        ["the files of data.tasks' mappings"] if not all(isinstance(t, str) for t in entries) else [])
+    return " and ".join(parts)
 
 
 def _fmt(v) -> str:

@@ -1,4 +1,4 @@
-"""Benchmark data: reading both layouts, the task registry, subsampling."""
+"""Benchmark data (both layouts), tasks given by their files, the task registry, sampling."""
 
 from aimmerging.data.formats import (
     SPLITS,
@@ -17,7 +17,9 @@ from aimmerging.data.registry import (
     get_task_info,
     resolve_order,
 )
-from aimmerging.data.sampling import TaskData, load_task_data, subsample
+from aimmerging.data.sampling import TaskData, draw_task, held_out, load_task_data, subsample
+from aimmerging.data.spec import TaskSpec
+from aimmerging.data.custom import load_custom_task
 
 __all__ = [
     "SPLITS",
@@ -34,6 +36,10 @@ __all__ = [
     "get_task_info",
     "resolve_order",
     "TaskData",
+    "draw_task",
+    "held_out",
     "load_task_data",
     "subsample",
+    "TaskSpec",
+    "load_custom_task",
 ]
