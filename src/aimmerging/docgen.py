@@ -75,13 +75,15 @@ def _default(field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def _nested_models(annotation) -> list[type]:
-    """The config models inside an annotation (a section, or the items of a list of mappings)."""
+def _nested_models(annotation, in_list: bool = False) -> list[tuple[type, bool]]:
+    """The config models inside an annotation, each with whether it is a list's item (a task
+    given by its files in ``data.tasks``; a source mapping inside it)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    out: list[type] = []
+        return [(annotation, in_list)]
+    out: list[tuple[type, bool]] = []
+    inner = in_list or typing.get_origin(annotation) in (list, tuple)
     for arg in typing.get_args(annotation):
-        out += _nested_models(arg)
+        out += _nested_models(arg, inner)
     return out
 
 
@@ -94,8 +96,8 @@ def _rows(model: type, prefix: str) -> list[tuple[str, FieldInfo, type]]:
             rows += _rows(annotation, key + ".")
             continue
         rows.append((key, field, model))
-        for nested in _nested_models(annotation):      # e.g. data.tasks[] given as mappings
-            rows += _rows(nested, key + "[].")
+        for nested, in_list in _nested_models(annotation):   # e.g. data.tasks[] as mappings
+            rows += _rows(nested, key + ("[]." if in_list else "."))
     return rows
 
 

@@ -37,16 +37,21 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True,
+                              use_attribute_docstrings=True)
 
 
 class SourceSpec(_Strict):
     """One source of records with an explicit split: a local path or a hub dataset."""
 
-    path: Optional[str] = None           # a file or folder (relative: to the current folder)
-    hub: Optional[str] = None            # a Hugging Face hub dataset name
-    subset: Optional[str] = None         # the hub dataset's configuration name
-    split: Optional[str] = None          # the split of a DatasetDict, a split folder or the hub
+    path: Optional[str] = None
+    """A file or folder (relative: to the current folder)."""
+    hub: Optional[str] = None
+    """A Hugging Face hub dataset name."""
+    subset: Optional[str] = None
+    """The hub dataset's configuration name."""
+    split: Optional[str] = None
+    """The split of a DatasetDict, a split folder or the hub dataset."""
 
     @model_validator(mode="after")
     def _one_place(self) -> "SourceSpec":
@@ -116,14 +121,24 @@ class TaskSpec(_Strict):
     """
 
     name: str
+    """The task's name (letters, digits and _ . + -): it names its files in the run folder."""
     train: Source
+    """The training records: a path (JSONL, JSON list, CSV/TSV, a `datasets` folder, a folder
+    of split files), `hf:NAME` for the hub, or a mapping picking a split."""
     dev: Optional[Source] = None
+    """The dev records (null: held out from `train`)."""
     test: Optional[Source] = None
-    input: Optional[str] = None          # None: the column "input", unless a template is given
+    """The test records (null: the test split of `train` where it has one)."""
+    input: Optional[str] = None
+    """The column of the model's input text (null: `input`, unless a template is given)."""
     output: str = "output"
+    """The column of the answer."""
     template: Optional[str] = None
+    """Builds the input from columns instead, e.g. `"Summarize: {document}\nSummary:"`."""
     metric: str = "accuracy"
+    """`accuracy` (exact match; test and dev stratified by answer) or `rouge_l`."""
     id: Optional[str] = None
+    """A column of record ids (null: `<name>_<index>`)."""
 
     @field_validator("name")
     @classmethod
