@@ -152,12 +152,22 @@ def _same_optimizer(a: dict, b: dict) -> bool:
 def probed(tmp_path_factory):
     """fixed_interval, S = 2: a merge every other step of task 2, each with a rehearsal and
     weights (0.5, 0.5), so that the fused weights differ from the trained ones."""
+    import aimmerging.engine as engine
+
     out = tmp_path_factory.mktemp("probed")
     cb = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=8)
     before, after = _Before(), _After(cb)
     train_tasks(out, cb, probes=([before], [after]), tasks=TASKS[:1])     # plain training
     before.seen.clear()
-    train_tasks(out, cb, probes=([before], [after]), tasks=TASKS[1:])
+    inner, cb.rates = engine.MemoryPasses.rehearse, []
+
+    def rehearse(self, n_steps, key, lr, optimizer, on_gradients=None):
+        cb.rates.append((key, lr, optimizer is cb.engine.rehearsal_optimizer))
+        return inner(self, n_steps, key, lr, optimizer, on_gradients)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine.MemoryPasses, "rehearse", rehearse)
+        train_tasks(out, cb, probes=([before], [after]), tasks=TASKS[1:])
     return cb, before, after
 
 
@@ -171,6 +181,16 @@ def test_the_next_step_starts_from_the_fused_weights(probed):
         assert not _same(fused, before.seen[step]["theta"])      # the merge changed the weights
         assert _same(after.next_forward[step], fused)            # ... and step + 1 starts there
     assert _same(after.fused[merged[-1]], cb.engine.anchor)      # the new anchor: the fused weights
+
+
+def test_the_rehearsal_runs_at_the_rate_of_the_merge_step(probed):
+    # SPEC.md fusion step 2: the rate main step j used; at the task's last step (8) the
+    # schedule's next rate is 0, the step's own is not
+    cb, before, _ = probed
+    used = {s["step"]: s["lr"] for s in cb.traces.signals if s["task"] == TASKS[1].info.name}
+    assert [(key, lr, own) for key, lr, own in cb.rates] == \
+        [((1, step), used[step], True) for step in (2, 4, 6, 8)]
+    assert used[8] > 0 and set(before.seen[8]["rates"]) == {0.0}    # the Trainer's next rate
 
 
 def test_the_trainers_optimizer_and_schedule_are_untouched_by_the_rehearsal(probed):
@@ -315,3 +335,34 @@ def test_with_trls_sft_trainer(tmp_path):
     text = AIMMergingCallback(memory=TASKS[0].train[:6], method="aimmerging", s_init=2)
     sft(TASKS[1], text, tmp_path / "text")
     assert all(s["history_loss"] > 0 for s in text.traces.signals)
+
+
+@pytest.mark.parametrize("method", ["recurrent_kif", "aimmerging_ifm"])
+def test_element_wise_fusion_in_a_trainer(tmp_path, method):
+    cb = AIMMergingCallback(memory=TASKS[0].train[:6], method=method, s_init=2)
+    train_tasks(tmp_path, cb, tasks=TASKS[1:], max_steps=4)
+    assert cb.traces.merges and cb.engine.importance is not None
+    assert cb.engine.importance.imp["new"]                      # fed by the Trainer's own steps
+
+
+def test_the_fp16_rehearsal_scales_its_own_loss():
+    """Under fp16 the host scales the rehearsal loss, unscales before clipping, and steps
+    through its own GradScaler: the update is the one of the unscaled gradient."""
+    from aimmerging.callback import _TrainerHost
+
+    def update(fp16):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        host = _TrainerHost(net, None, False, True, max_grad_norm=1e9, fp16=fp16)
+        if fp16:
+            host.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        host.backward(net(torch.ones(2, 3)).sum())
+        grad = net.weight.grad.clone()
+        host.clip(opt)
+        host.step(opt)
+        return grad, net.weight.detach().clone()
+
+    (g_plain, w_plain), (g_scaled, w_scaled) = update(False), update(True)
+    torch.testing.assert_close(g_scaled, g_plain * 2.0 ** 10)   # scaled by the backward ...
+    torch.testing.assert_close(w_scaled, w_plain)               # ... unscaled before the step

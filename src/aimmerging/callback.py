@@ -322,6 +322,7 @@ class AIMMergingCallback(TrainerCallback):
         rehearsal = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
                                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         ctl, ifm = self._controller(cfg)
+        self.last_merge = None
         passes = MemoryPasses(cfg, self.memory, host, self.timing, self.counters)
         self.engine = MergingEngine(passes, ctl, rehearsal, ifm, self.traces)
         if state.global_step > 0:          # resume_from_checkpoint: the callback's state too
