@@ -7,6 +7,17 @@ from accelerate import Accelerator
 from aimmerging.loop import clip_gradients
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate's state is one per process: these fp16 Accelerators need a fresh one, and the
+    tests after them (in-process runs without mixed precision) need it back as it was."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _fp16_accelerator_with_two_optimizers():
     """A CPU Accelerator given a real GradScaler, as Accelerate sets one up for fp16 on a GPU."""
     acc = Accelerator(cpu=True, mixed_precision="fp16")

@@ -314,6 +314,9 @@ class AIMMergingCallback(TrainerCallback):
     # --- Trainer events --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None,
                        train_dataloader=None, **kwargs):
+        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+            raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
+                              "the fusion needs whole on every rank; use DDP (torchrun)")
         cfg = self._config(args)
         host = _TrainerHost(model, self._collate(model, processing_class, train_dataloader),
                             self._seq2seq(model), not isinstance(self.memory, _Rows),
