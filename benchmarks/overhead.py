@@ -81,10 +81,9 @@ def _config(s: dict, method: str):
 
 def _instrument(trainer, calls: dict) -> None:
     """Record the duration of every main step and history-loss call (wrappers on the instance)."""
-    for name in ("_optimizer_step", "history_loss"):
-        if hasattr(trainer, name):
-            calls[name] = []
-            time_calls(trainer, name, calls[name])
+    for obj, name in ((trainer, "_optimizer_step"), (trainer.passes, "history_loss")):
+        calls[name] = []
+        time_calls(obj, name, calls[name])
 
 
 def _figures(res: dict, calls: dict) -> dict:
@@ -156,11 +155,11 @@ def history_sweep(trainer, draws: int, step_seconds: float) -> dict:
             cfg.history_precision = precision
             for b in HISTORY_BATCH_SIZES:
                 cfg.history_batch_size = b
-                trainer.history_loss(("sweep", b, -1))      # warm-up (tokenisation cache, allocator)
+                trainer.passes.history_loss(("sweep", b, -1))      # warm-up (tokenisation cache, allocator)
                 times, losses = [], []
                 for i in range(draws):
                     t0 = time.perf_counter()
-                    losses.append(trainer.history_loss(("sweep", b, i)))
+                    losses.append(trainer.passes.history_loss(("sweep", b, i)))
                     times.append(time.perf_counter() - t0)
                 mean = statistics.fmean(losses)
                 std = statistics.stdev(losses) if len(losses) > 1 else float("nan")
@@ -267,11 +266,11 @@ def signal_noise(trainer) -> dict:
 
 def _time_history(trainer, draws: int) -> dict:
     """Median seconds per history-loss call over ``draws`` seeded draws, and the losses."""
-    trainer.history_loss(("prefix", -1))                 # warm-up
+    trainer.passes.history_loss(("prefix", -1))                 # warm-up
     times, losses = [], []
     for i in range(draws):
         t0 = time.perf_counter()
-        losses.append(trainer.history_loss(("prefix", i)))
+        losses.append(trainer.passes.history_loss(("prefix", i)))
         times.append(time.perf_counter() - t0)
     return {"seconds_per_call": statistics.median(times), "losses": losses}
 
@@ -289,7 +288,7 @@ def prefix_probe(trainer, draws: int) -> dict:
     out: dict = {}
     try:
         for name, memory in (("all_tasks", full), ("first_task", first)):
-            trainer.memory = memory
+            trainer.passes.memory = memory
             timed = {}
             for share in (False, True):
                 cfg.history_share_prefix = share
@@ -302,7 +301,7 @@ def prefix_probe(trainer, draws: int) -> dict:
                          "max_abs_loss_difference": max(abs(a - b) for a, b in
                                                         zip(plain["losses"], shared["losses"]))}
     finally:
-        cfg.history_share_prefix, trainer.memory = saved, full
+        cfg.history_share_prefix, trainer.passes.memory = saved, full
     return {**out, "draws": draws}
 
 
@@ -311,7 +310,7 @@ def rehearsal_probe(trainer, n_steps: int, step_seconds: float) -> dict:
     times = []
     for i in range(n_steps):
         t0 = time.perf_counter()
-        trainer.rehearse(1, ("probe", i), trainer.cfg.train.lr)
+        trainer.passes.rehearse(1, ("probe", i), trainer.cfg.train.lr, trainer.rehearsal_optimizer)
         times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
     return {"steps": n_steps, "seconds_per_step": sec,

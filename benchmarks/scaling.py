@@ -75,16 +75,16 @@ def interleaved_probe(trainer, few_tasks: int, draws: int) -> dict:
     try:
         for i in range(-1, draws):
             for name, memory in sides.items():
-                trainer.memory = memory
+                trainer.passes.memory = memory
                 t0 = time.perf_counter()
-                trainer.history_loss(("scaling_probe", i))
+                trainer.passes.history_loss(("scaling_probe", i))
                 if i >= 0:
                     times[name].append(time.perf_counter() - t0)
-                    ex = trainer.memory_batch("history", ("scaling_probe", i),
+                    ex = trainer.passes.memory_batch("history", ("scaling_probe", i),
                                               history_batch_size(trainer.cfg))
                     tokens[name].append(batch_tokens(trainer, ex)[2])
     finally:
-        trainer.memory = full
+        trainer.passes.memory = full
     out = {k: {"tasks_in_memory": len(sides[k].tasks), "median_seconds_per_call": median(v),
                "ms_per_1k_run_tokens": 1e6 * median(v) * len(v) / sum(tokens[k])}
            for k, v in times.items()}
@@ -98,13 +98,13 @@ def _instrument(trainer, rows: list) -> None:
     inner = trainer.method.after_task
     hb = history_batch_size(trainer.cfg)
     calls: list = []          # seconds of each history-loss call of the current stage
-    time_calls(trainer, "history_loss", calls)
+    time_calls(trainer.passes, "history_loss", calls)
 
     def after_task(stage):
         real = padded = ran = 0
         steps = trainer.counters.get("train_steps", 0) - sum(r["steps_total"] for r in rows[-1:])
         for step in range(1, steps + 1) if len(trainer.memory) else ():
-            r, p, n = batch_tokens(trainer, trainer.memory_batch("history", (stage.index, step), hb))
+            r, p, n = batch_tokens(trainer, trainer.passes.memory_batch("history", (stage.index, step), hb))
             real, padded, ran = real + r, padded + p, ran + n
         rows.append({"stage": stage.index + 1, "tasks_in_memory": len(trainer.memory.tasks),
                      "steps_total": trainer.counters.get("train_steps", 0),

@@ -9,7 +9,7 @@ Each rank writes ``$AIMM_MP_DEBUG/rank<R>.json`` (a folder outside the run folde
 - ``merges``: one record per merge: stage, step, the merge trace row and a SHA-256 of the
   trainable parameters right after the fusion;
 - ``signals``: the rank's step signals (train loss, history loss, interval ...);
-- ``shards``: the example ids this rank got from every ``_shard`` call (main and memory batches);
+- ``shards``: the example ids this rank got from every ``shard`` call (main and memory batches);
 - ``final_hash``: the hash of the trainable parameters at the end;
 - ``world``/``rank``/``distributed_type``: what Accelerate set up;
 - ``resumed``: whether the run went on from a checkpoint;
@@ -67,27 +67,28 @@ def main() -> int:
         sys.addaudithook(audit)
 
     from aimmerging import cli
+    from aimmerging.engine import MergingEngine
     from aimmerging.loop import ContinualTrainer
-    from aimmerging.methods.merging import MergingMethod
 
-    original_merge = MergingMethod._merge
+    original_after_step = MergingEngine.after_step
 
-    def merge(self, stage, step):
-        original_merge(self, stage, step)
-        row = dict(self.trainer.writer.traces.merges[-1])
-        record["merges"].append({"stage": stage.index, "step": step, "row": row,
-                                 "hash": _param_hash(self.trainer.net)})
+    def after_step(self, model, step, *args, **kwargs):
+        row = original_after_step(self, model, step, *args, **kwargs)
+        if row is not None:
+            record["merges"].append({"stage": self.task[0], "step": step, "row": dict(row),
+                                     "hash": _param_hash(model)})
+        return row
 
-    MergingMethod._merge = merge
+    MergingEngine.after_step = after_step
 
-    original_shard = ContinualTrainer._shard
+    original_shard = ContinualTrainer.shard
 
     def shard(self, examples):
         out = original_shard(self, examples)
         record["shards"].append([ex.id for ex in out])
         return out
 
-    ContinualTrainer._shard = shard
+    ContinualTrainer.shard = shard
 
     # AIMM_MP_CRASH="STAGE:STEP" (0-based stage): every rank dies (os._exit) right after that
     # optimizer step, as a kill would leave it: the checkpoint is the last one written

@@ -8,16 +8,14 @@ from aimmerging.loop import clip_gradients
 
 
 @pytest.fixture(autouse=True)
-def _fresh_accelerator_state():
-    """Each test sets up its own Accelerator (mixed precision differs): Accelerate keeps one
-    state per process, so an earlier test's Accelerator is forgotten first and after."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
+def _fresh_accelerate_state():
+    """Accelerate's state is one per process: these fp16 Accelerators need a fresh one, and the
+    tests after them (in-process runs without mixed precision) need it back as it was."""
+    from accelerate.state import AcceleratorState
 
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state()
+    AcceleratorState._reset_state(reset_partial_state=True)
     yield
-    for state in (AcceleratorState, GradientState, PartialState):
-        state._reset_state()
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def _fp16_accelerator_with_two_optimizers():

@@ -222,10 +222,10 @@ def test_training_with_shared_prefixes_follows_the_plain_run_without_dropout(tmp
 
 
 def test_interval_draw_keeps_one_memory_batch_per_merge_interval(tmp_path, monkeypatch):
-    import aimmerging.loop as loop
+    import aimmerging.engine as engine
 
     drawn = []
-    inner = loop.ContinualTrainer.memory_batch
+    inner = engine.MemoryPasses.memory_batch
 
     def spy(self, kind, key, batch_size):
         examples = inner(self, kind, key, batch_size)
@@ -233,7 +233,7 @@ def test_interval_draw_keeps_one_memory_batch_per_merge_interval(tmp_path, monke
             drawn.append((key, repr(examples)))
         return examples
 
-    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    monkeypatch.setattr(engine.MemoryPasses, "memory_batch", spy)
     out, m = _run(tmp_path, "aimmerging")           # the defaults: 2 examples, one per interval
     signals = [r for r in _rows(out / "signals.csv") if r["history_loss"]]
     assert len(signals) == len(drawn) and m["merges"] >= 2
@@ -258,17 +258,17 @@ def test_interval_draw_keeps_one_memory_batch_per_merge_interval(tmp_path, monke
 
 
 def test_step_draw_draws_a_new_memory_batch_every_step(tmp_path, monkeypatch):
-    import aimmerging.loop as loop
+    import aimmerging.engine as engine
 
     keys = []
-    inner = loop.ContinualTrainer.memory_batch
+    inner = engine.MemoryPasses.memory_batch
 
     def spy(self, kind, key, batch_size):
         if kind == "history":
             keys.append(key)
         return inner(self, kind, key, batch_size)
 
-    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    monkeypatch.setattr(engine.MemoryPasses, "memory_batch", spy)
     _run(tmp_path, "aimmerging", history_draw="step")
     assert len(keys) > 4 and len(set(keys)) == len(keys)
 
@@ -276,10 +276,10 @@ def test_step_draw_draws_a_new_memory_batch_every_step(tmp_path, monkeypatch):
 def test_a_baseline_logs_its_history_loss_on_its_tasks_first_memory_batch(tmp_path, monkeypatch):
     """Under the interval draw a method without merges keeps one memory batch for the task: the
     one AIMMerging's first interval of the task uses, so that their history losses compare."""
-    import aimmerging.loop as loop
+    import aimmerging.engine as engine
 
     drawn = {"replay": [], "aimmerging": []}
-    inner = loop.ContinualTrainer.memory_batch
+    inner = engine.MemoryPasses.memory_batch
 
     def spy(self, kind, key, batch_size):
         examples = inner(self, kind, key, batch_size)
@@ -287,7 +287,7 @@ def test_a_baseline_logs_its_history_loss_on_its_tasks_first_memory_batch(tmp_pa
             drawn[self.cfg.method.name].append((key, repr(examples)))
         return examples
 
-    monkeypatch.setattr(loop.ContinualTrainer, "memory_batch", spy)
+    monkeypatch.setattr(engine.MemoryPasses, "memory_batch", spy)
     _run(tmp_path, "replay", log_history_loss=True)
     _run(tmp_path, "aimmerging")
     per_stage = {}
@@ -302,25 +302,25 @@ def test_a_baseline_logs_its_history_loss_on_its_tasks_first_memory_batch(tmp_pa
 def test_rehearsal_runs_at_the_learning_rate_of_the_merge_step(tmp_path, monkeypatch):
     # fixed_interval, S = 2, 8 steps a task: a merge at every task's last step, where the
     # schedule's next rate is 0 (SPEC.md fusion step 2: the rate main step j used)
-    import aimmerging.loop as loop
+    import aimmerging.engine as engine
 
     seen = []
-    inner = loop.ContinualTrainer.rehearse
+    inner = engine.MemoryPasses.rehearse
 
-    def spy(self, n_steps, key, lr, use_main_optimizer=False):
-        steps = self.rehearsal_optimizer.step
+    def spy(self, n_steps, key, lr, optimizer, on_gradients=None):
+        steps = optimizer.step
 
         def step(*args, **kwargs):
-            seen.append((key, lr, self.rehearsal_optimizer.param_groups[0]["lr"]))
+            seen.append((key, lr, optimizer.param_groups[0]["lr"]))
             return steps(*args, **kwargs)
 
-        self.rehearsal_optimizer.step = step
+        optimizer.step = step
         try:
-            return inner(self, n_steps, key, lr, use_main_optimizer)
+            return inner(self, n_steps, key, lr, optimizer, on_gradients)
         finally:
-            del self.rehearsal_optimizer.step
+            del optimizer.step
 
-    monkeypatch.setattr(loop.ContinualTrainer, "rehearse", spy)
+    monkeypatch.setattr(engine.MemoryPasses, "rehearse", spy)
     out, _ = _run(tmp_path, "fixed_interval")
     rates = {(int(r["stage"]) - 1, int(r["step"])): float(r["lr"]) for r in _rows(out / "signals.csv")}
     assert seen

@@ -29,6 +29,7 @@ import argparse
 import gc
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -400,3 +401,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_seed_args(p)
     p.set_defaults(func=cmd_compare, parser=p)
     return p
+
+
+class _CallableModule(types.ModuleType):
+    """This module is the package's ``aimmerging.compare``: calling it runs
+    :func:`aimmerging.api.compare` (a thin wrapper over :func:`compare_runs`)."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import compare
+
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
-import zlib
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,22 +22,18 @@ import torch
 from . import checkpoint as ckpt
 from .batching import Encoder
 from .config import RunConfig, flat_config
+from .engine import MemoryPasses, seed_key
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
 from .losses import batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, backbone_dtype, load_backbone, resolve_mixed_precision
-from .monitoring import history_autocast, history_batch_size, history_key, history_shares_prefix
+from .monitoring import history_key
 from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
 
 log = logging.getLogger("aimmerging")
-
-
-def seed_key(*parts) -> int:
-    """A stable 32-bit seed from any parts (not Python's randomised ``hash``)."""
-    return zlib.crc32(":".join(str(p) for p in parts).encode())
 
 
 def clip_gradients(accelerator, optimizer, parameters, max_norm: float) -> None:
@@ -105,18 +99,20 @@ class ContinualTrainer:
         self.model, self.optimizer, self.rehearsal_optimizer = acc.prepare(net, opt, reh)
         self.net = acc.unwrap_model(self.model)          # the PEFT model (fusion works on it)
         self.initial_adapter = snapshot(self.net)
-        self.method = build_method(cfg.method.name, self)
-        self.stages = self.method.stages(len(tasks), cfg.data.eval_all_tasks)
         self.writer = ResultWriter(self.run_dir, cfg, self.task_names, acc.is_main_process)
         self.timing: dict[str, float] = defaultdict(float)
         self.counters: dict[str, int] = defaultdict(int)
+        # memory batches, history loss and rehearsal (this trainer is the engine's host)
+        self.passes = MemoryPasses(cfg, self.memory, self, self.timing, self.counters)
+        self.method = build_method(cfg.method.name, self)
+        self.stages = self.method.stages(len(tasks), cfg.data.eval_all_tasks)
         self.signal: dict = {}
         self.position = {"stage": 0, "step": 0}       # next stage; steps done in it
         self.scheduler, self._saved_schedule = None, None
         if cfg.train.report_to:
             acc.init_trackers("aimmerging", config=flat_config(cfg))
 
-    # --- helpers used by methods ----------------------------------------------
+    # --- helpers used by methods; the engine's host (aimmerging.engine.Host) -------------
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
@@ -130,36 +126,8 @@ class ContinualTrainer:
             return grouped_loss(self.model if self.world == 1 else self.net, batch)
         return batch_loss(self.model, batch, self.encoder.is_seq2seq)
 
-    def _shard(self, examples: list) -> list:
+    def shard(self, examples: list) -> list:
         return examples if self.world == 1 else (examples[self.rank::self.world] or examples[:1])
-
-    def memory_batch(self, kind: str, key: tuple, batch_size: int) -> Optional[list]:
-        """A memory batch seeded by (seed, kind, key), the same on every rank: ``batch_size * world``
-        examples, of which each rank takes its shard; None when the memory is empty."""
-        if len(self.memory) == 0:
-            return None
-        rng = random.Random(seed_key(self.cfg.seed, kind, *key))
-        return self._shard(self.memory.sample_batch(batch_size * self.world, rng))
-
-    @torch.no_grad()
-    def history_loss(self, key: tuple) -> float:
-        """Mean loss on one memory batch, no gradient, dropout off; averaged over ranks (SPEC.md)."""
-        t0 = time.perf_counter()
-        examples = self.memory_batch("history", key, history_batch_size(self.cfg))
-        if examples is None:
-            return float("nan")
-        self.model.eval()
-        with history_autocast(self.cfg.method.history_precision, self.model):
-            loss = self.loss_on(examples, history_shares_prefix(self.cfg, self.model)).detach()
-        self.model.train()
-        if self.world > 1:
-            loss = self.accelerator.reduce(loss.float(), "mean")
-        self.timing["monitor_seconds"] += time.perf_counter() - t0
-        value = float(loss)
-        if not math.isfinite(value):
-            raise self._stopped(self.signal.get("task"), self.signal.get("step"),
-                                f"history loss is {value}")
-        return value
 
     def _stopped(self, task, step, what: str) -> TrainingError:
         """The error that stops a run at ``task``/``step``, naming the checkpoint that is kept."""
@@ -167,41 +135,20 @@ class ContinualTrainer:
         kept = f"the last checkpoint ({found}) is kept" if found else "no checkpoint written yet"
         return TrainingError(f"task {task}, step {step}: {what}; stopped, {kept}")
 
-    def rehearse(self, n_steps: int, key: tuple, lr: float, use_main_optimizer: bool = False) -> None:
-        """``n_steps`` optimizer steps on memory batches (SPEC.md fusion step 2).
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
 
-        The rehearsal AdamW keeps its state for the whole task and runs at ``lr``, the
-        learning rate that the merge's main step used (never the schedule's next rate, which
-        is 0 after a task's last step); ``use_main_optimizer`` is the reference-code variant,
-        whose main optimizer gets its own rate back afterwards.
-        """
-        t0 = time.perf_counter()
-        opt = self.optimizer if use_main_optimizer else self.rehearsal_optimizer
-        rates = [group["lr"] for group in opt.param_groups]
-        for group in opt.param_groups:
-            group["lr"] = lr
-        try:
-            for r in range(n_steps):
-                examples = self.memory_batch("rehearsal", key + (r,), self.cfg.train.batch_size)
-                if examples is None:
-                    break
-                loss = self.loss_on(examples)
-                self.accelerator.backward(loss)
-                self._clip(opt)
-                self.method.on_gradients(self.net, "rehearsal")
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        finally:
-            for group, rate in zip(opt.param_groups, rates):
-                group["lr"] = rate
-        self.counters["rehearsal_steps"] += n_steps
-        self.timing["rehearsal_seconds"] += time.perf_counter() - t0
-
-    def _clip(self, optimizer) -> None:
+    def clip(self, optimizer) -> None:
         """Clip the gradients that ``optimizer`` is about to apply (``train.max_grad_norm``)."""
         if self.cfg.train.max_grad_norm:
             clip_gradients(self.accelerator, optimizer, self.model.parameters(),
                            self.cfg.train.max_grad_norm)
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, "mean")
 
     def reduce_mean(self, value: float) -> float:
         """The mean of a Python float over all ranks (the value itself on one process)."""
@@ -291,11 +238,12 @@ class ContinualTrainer:
                                "train_loss": loss_value, "lr": lr}
                 try:
                     self.method.after_step(stage, step, loss_value)
-                except ValueError as exc:   # e.g. the controller refuses a non-finite l1 change
+                    if (self.cfg.method.log_history_loss and "history_loss" not in self.signal
+                            and len(self.memory) > 0):   # a method that does not measure it itself
+                        self.signal["history_loss"] = self.passes.history_loss(
+                            history_key(self.cfg, stage.index, step))
+                except ValueError as exc:   # a non-finite history loss or l1 change ...
                     raise self._stopped(stage.name, step, " ".join(str(exc).split())) from exc
-                if (self.cfg.method.log_history_loss and "history_loss" not in self.signal
-                        and len(self.memory) > 0):   # a method that does not measure it itself
-                    self.signal["history_loss"] = self.history_loss(history_key(self.cfg, stage.index, step))
                 self.writer.traces.signals.append(self.signal)
                 if tc.report_to:
                     acc.log({k: v for k, v in self.signal.items() if isinstance(v, (int, float))
@@ -321,7 +269,7 @@ class ContinualTrainer:
         acc = self.accelerator
         total_loss = 0.0
         for i, idx in enumerate(group):
-            local = self._shard([examples[j] for j in idx])
+            local = self.shard([examples[j] for j in idx])
             last = i == len(group) - 1
             sync = acc.no_sync(self.model) if (not last and self.world > 1) else nullcontext()
             with sync:
@@ -331,7 +279,7 @@ class ContinualTrainer:
             total_loss += float(loss.detach())
             if extra is not None and not torch.isfinite(extra):   # stops the run like a NaN loss
                 total_loss = float("nan")
-        self._clip(self.optimizer)
+        self.clip(self.optimizer)
         self.method.on_gradients(self.net, "new")
         self.optimizer.step()
         sched.step()

@@ -59,7 +59,7 @@ class EWC(Method):
         n_batches = self.cfg.ewc_fisher_batches
         for _ in range(n_batches):
             batch = rng.sample(examples, min(len(examples), tr.cfg.train.batch_size))
-            loss = tr.loss_on(tr._shard(batch))
+            loss = tr.loss_on(tr.shard(batch))
             tr.accelerator.backward(loss)
             for n, p in params:
                 if p.grad is not None:

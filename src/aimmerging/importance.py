@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..fusion import trainable_parameters
+from .fusion import trainable_parameters
 
 
 class ImportanceTracker:

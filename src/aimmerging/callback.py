@@ -1,0 +1,386 @@
+"""AIMMerging in a Hugging Face ``Trainer``: :class:`AIMMergingCallback`.
+
+The callback is the Trainer's front door of :class:`aimmerging.engine.MergingEngine`, the
+engine that ``aimmerging run`` drives: after every optimizer step it measures the history
+loss (one memory batch, no gradient, dropout off), drives the merge controller and, at a
+merge, runs the rehearsal with its own AdamW and fuses the trainable parameters in place,
+so that the Trainer's next step starts from the fused weights (SPEC.md). The Trainer's own
+optimizer and learning-rate schedule are left as they are, except under
+``aimmerging_reference``, whose rehearsal runs with the main optimizer as the authors' code
+does (here: the Trainer's).
+
+A task is one ``trainer.train()`` (a new Trainer per task, or the same one with a new
+dataset); :meth:`AIMMergingCallback.start_task` names it and
+:meth:`AIMMergingCallback.finish_task` adds a sample of its examples to the replay memory::
+
+    callback = AIMMergingCallback(method="aimmerging")
+    for name, examples in tasks:
+        callback.start_task(name)
+        Trainer(model, args, train_dataset=examples, data_collator=..., callbacks=[callback]).train()
+        callback.finish_task(examples)
+
+``merge_trace.csv`` and ``signals.csv`` (the columns of a run folder, :mod:`aimmerging.traces`)
+are written to ``args.output_dir``; the callback's state (controller, anchor, rehearsal
+AdamW, replay memory, traces) goes into every Trainer checkpoint, as ``aimmerging/`` in the
+``checkpoint-N`` folder, and comes back with ``trainer.train(resume_from_checkpoint=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from transformers import TrainerCallback
+
+from .config import build_config
+from .controller import ControllerConfig
+from .data.formats import Example
+from .engine import MemoryPasses, MergingEngine
+from .errors import ConfigError, TrainingError
+from .losses import _unwrap, batch_loss
+from .memory import ReplayMemory
+from .methods import MERGING_METHODS
+from .methods.merging import controller_config, merging_settings
+from .prefix import can_share_prefix, grouped_loss
+from .traces import Traces
+
+__all__ = ["AIMMergingCallback"]
+
+class _Rows:
+    """Tokenized rows (dicts of token ids, or a ``datasets.Dataset``) as the replay memory."""
+
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def sample_batch(self, batch_size: int, rng) -> list:
+        """``batch_size`` rows drawn uniformly without repeats (all of them when fewer)."""
+        index = rng.sample(range(len(self.rows)), min(batch_size, len(self.rows)))
+        return [self.rows[i] for i in index]
+
+
+def _examples(items: Sequence, what: str) -> list[Example]:
+    """``items`` as :class:`Example` objects: Examples, or mappings with ``input`` and ``output``."""
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Example):
+            out.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("input"), str) \
+                and isinstance(item.get("output"), str):
+            out.append(Example(str(item.get("id", i)), item["input"], item["output"]))
+        else:
+            raise ConfigError(f"AIMMergingCallback: {what}[{i}] needs string 'input' and "
+                              f"'output' fields (or is an aimmerging Example)")
+    return out
+
+
+def _is_rows(items) -> bool:
+    first = items[0] if len(items) else None
+    return isinstance(first, dict) and "input_ids" in first
+
+
+class _TrainerHost:
+    """The engine's host (:class:`aimmerging.engine.Host`) inside a Trainer: plain torch, with
+    ``torch.distributed`` under several processes (DDP through Accelerate or torchrun)."""
+
+    def __init__(self, model, collate, is_seq2seq: bool, text: bool, max_grad_norm,
+                 fp16: bool) -> None:
+        import torch.distributed as dist
+
+        self.model, self.collate, self.is_seq2seq, self.text = model, collate, is_seq2seq, text
+        self.max_grad_norm = max_grad_norm
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.device = next(model.parameters()).device
+        # fp16: the rehearsal's own loss scaling (the Trainer's scaler belongs to its optimizer)
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+
+    def shard(self, items: list) -> list:
+        return items if self.world == 1 else (items[self.rank::self.world] or items[:1])
+
+    def loss_on(self, items: list, share_prefix: Optional[bool] = None) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in self.collate(items).items()
+                 if isinstance(v, torch.Tensor)}
+        if "labels" not in batch:
+            raise TrainingError("AIMMergingCallback: the memory batch has no 'labels'; give a "
+                                "collate= that returns input_ids, attention_mask and labels")
+        # shared prefixes need right-padded rows: the Encoder's batches
+        if share_prefix and self.text and not self.is_seq2seq and can_share_prefix(self.model):
+            return grouped_loss(self.model, batch)
+        return batch_loss(self.model, batch, self.is_seq2seq)
+
+    def _trainable(self) -> list:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        if self.world > 1:       # what DDP does for the Trainer's own steps
+            import torch.distributed as dist
+
+            for p in self._trainable():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def clip(self, optimizer) -> None:
+        if self.max_grad_norm:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), self.max_grad_norm)
+
+    def step(self, optimizer) -> None:
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out / self.world
+
+    def reduce_mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        return float(self.reduce(torch.tensor([value], dtype=torch.float64, device=self.device)))
+
+
+class AIMMergingCallback(TrainerCallback):
+    """AIMMerging (Feng et al., EMNLP 2025) in any ``transformers.Trainer`` (or ``trl.SFTTrainer``).
+
+    Args:
+        memory: the replay memory of earlier tasks: a :class:`~aimmerging.memory.ReplayMemory`,
+            a list of examples (``{"input": ..., "output": ...}`` mappings or
+            :class:`~aimmerging.data.formats.Example`), kept whole, or tokenized rows (mappings
+            with ``input_ids`` and ``labels``, or a ``datasets.Dataset`` of them). None: an
+            empty ReplayMemory that :meth:`finish_task` fills (the first task then trains plainly).
+        method: a merging method name (``aimmerging``, ``aimmerging_no_ls``, ``aimmerging_no_fs``,
+            ``aimmerging_mgm``, ``aimmerging_ifm``, ``aimmerging_reference``, ``fixed_interval``,
+            ``recurrent_kif``) or a :class:`~aimmerging.controller.ControllerConfig`.
+        tokenizer: tokenizes text examples (default: the Trainer's ``processing_class``).
+        collate: a function from a list of memory items to a batch (``input_ids``,
+            ``attention_mask``, ``labels`` tensors). Default for text examples: an
+            :class:`~aimmerging.batching.Encoder` (prompt, a space, the answer, EOS; loss on the
+            answer, as ``aimmerging run`` trains); for tokenized rows: the Trainer's data collator.
+        batch_size: examples per rehearsal batch (default: ``args.per_device_train_batch_size``).
+        seed: seeds the memory batches (default: ``args.seed``) and the sample that
+            :meth:`finish_task` keeps (default 42).
+        max_input_tokens, max_target_tokens: the Encoder's limits for text examples.
+        output_dir: where ``merge_trace.csv`` and ``signals.csv`` go (default: ``args.output_dir``).
+        **settings: keys of a run config's ``method:`` section (``s_init``, ``memory_ratio``,
+            ``history_batch_size``, ``skip_idle_rehearsal``, ``importance_fusion`` ...; see
+            ``configs/``).
+
+    Raises:
+        ConfigError: an unknown method or setting, or a value out of range (one line naming it).
+
+    Attributes:
+        engine: the :class:`~aimmerging.engine.MergingEngine` of the current ``train()``;
+            after a merge, ``engine.anchor`` holds the fused weights (a snapshot).
+        last_merge: the merge record (a ``merge_trace.csv`` row as a dict) of the step that
+            just ended, None when it did not merge.
+        traces: the :class:`~aimmerging.traces.Traces` of every task so far.
+        task: ``{"index": ..., "name": ...}`` of the task being (or last) trained.
+        memory: the replay memory.
+    """
+
+    def __init__(self, memory=None, method: Union[str, ControllerConfig] = "aimmerging", *,
+                 tokenizer=None, collate=None, batch_size: Optional[int] = None,
+                 seed: Optional[int] = None, max_input_tokens: int = 512,
+                 max_target_tokens: int = 64, output_dir: Optional[str] = None,
+                 **settings: Any) -> None:
+        if "name" in settings:
+            raise ConfigError("AIMMergingCallback: give the method as method=, not name=")
+        self.method = method
+        self.method_name = "aimmerging" if isinstance(method, ControllerConfig) else method
+        if self.method_name not in MERGING_METHODS:
+            raise ConfigError(f"AIMMergingCallback: method {method!r} is not a merging method; "
+                              f"known: {', '.join(MERGING_METHODS)}")
+        self.settings, self.seed, self.batch_size = dict(settings), seed, batch_size
+        self.tokenizer, self.collate, self.output_dir = tokenizer, collate, output_dir
+        self.max_tokens = (max_input_tokens, max_target_tokens)
+        cfg = self._config()          # every setting checked now, before any training
+        self.memory = self._as_memory(memory, cfg)
+        self.traces = Traces()
+        self.timing: dict = defaultdict(float)
+        self.counters: dict = defaultdict(int)
+        self.engine: Optional[MergingEngine] = None
+        self.task: dict = {"index": -1, "name": None}    # the task the last train() trained
+        self._next_name: Optional[str] = None
+        self._pending: Optional[dict] = None      # a checkpoint to restore at on_train_begin
+        self._lr: Optional[float] = None
+        self.last_merge: Optional[dict] = None
+
+    # --- set-up ------------------------------------------------------------------------
+    def _config(self, args=None):
+        """The run config the engine reads: seed, method section, train batch and clipping."""
+        train: dict = {}
+        if args is not None:
+            norm = args.max_grad_norm
+            train = {"batch_size": self.batch_size or args.per_device_train_batch_size,
+                     "max_grad_norm": float(norm) if norm and norm > 0 else None}
+        elif self.batch_size is not None:
+            train = {"batch_size": self.batch_size}
+        seed = self.seed if self.seed is not None else (args.seed if args is not None else 42)
+        raw = {"seed": seed, "method": {"name": self.method_name, **self.settings}, "train": train}
+        return build_config(raw, "AIMMergingCallback")
+
+    def _as_memory(self, memory, cfg):
+        m = cfg.method
+        if memory is None:
+            return ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
+        if isinstance(memory, ReplayMemory):
+            return memory
+        if hasattr(memory, "column_names") or (isinstance(memory, (list, tuple)) and _is_rows(memory)):
+            return _Rows(memory)
+        if not isinstance(memory, (list, tuple)):
+            raise ConfigError("AIMMergingCallback: memory must be a ReplayMemory, a list of "
+                              f"examples or tokenized rows, not {type(memory).__name__}")
+        kept = ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
+        if memory:     # the given examples, whole, as one task
+            kept.load_state_dict({**kept.state_dict(), "tasks": [{"task": "memory", "examples": [
+                {"id": e.id, "input": e.input, "output": e.output}
+                for e in _examples(memory, "memory")]}]})
+        return kept
+
+    def _controller(self, cfg) -> tuple[ControllerConfig, bool]:
+        if isinstance(self.method, ControllerConfig):
+            return self.method, cfg.method.importance_fusion
+        overrides, ifm = merging_settings(self.method_name, cfg.method)
+        return (controller_config(cfg.method, overrides),
+                cfg.method.importance_fusion if ifm is None else ifm)
+
+    def _collate(self, model, processing_class, train_dataloader):
+        if self.collate is not None:
+            return self.collate
+        if isinstance(self.memory, _Rows):
+            collate = getattr(train_dataloader, "collate_fn", None)
+            if collate is None:
+                raise ConfigError("AIMMergingCallback: give collate= for a tokenized memory")
+            return collate
+        from .batching import Encoder
+
+        tokenizer = self.tokenizer or processing_class
+        if tokenizer is None:
+            raise ConfigError("AIMMergingCallback: give tokenizer= (the Trainer has no "
+                              "processing_class) or collate=")
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)     # a processor's tokenizer
+        return Encoder(tokenizer, self._seq2seq(model), *self.max_tokens).train_batch
+
+    @staticmethod
+    def _seq2seq(model) -> bool:
+        return bool(getattr(getattr(_unwrap(model), "config", None), "is_encoder_decoder", False))
+
+    # --- tasks ---------------------------------------------------------------------------
+    def start_task(self, name: str) -> None:
+        """Name the task that the next ``trainer.train()`` trains (default ``task1``, ``task2`` ...)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"AIMMergingCallback.start_task: name must be a non-empty string, "
+                              f"got {name!r}")
+        self._next_name = name
+
+    def finish_task(self, examples, name: Optional[str] = None) -> list:
+        """Add a finished task's training examples to the replay memory: a seeded sample of
+        ``memory_ratio`` (or ``memory_size``) of them (SPEC.md "Replay memory"), stored under
+        ``name`` (default: the task just trained). Returns the stored examples."""
+        if isinstance(self.memory, _Rows):
+            raise ConfigError("AIMMergingCallback.finish_task: the memory is tokenized rows; give "
+                              "the rows of every earlier task as memory= to the next callback")
+        name = name or self.task["name"]
+        if not name:
+            raise ConfigError("AIMMergingCallback.finish_task: no task trained yet; give name=")
+        try:
+            return self.memory.add_task(name, _examples(list(examples), "examples"))
+        except ValueError as exc:
+            raise ConfigError(f"AIMMergingCallback.finish_task: {exc}") from None
+
+    def resume_from(self, folder) -> None:
+        """Restore the state saved in the Trainer checkpoint ``folder`` at the next
+        ``train()`` (needed only when that checkpoint is not ``args.output_dir/checkpoint-N``)."""
+        from .callback_state import read_state
+
+        self._pending = read_state(Path(folder))
+
+    # --- Trainer events --------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, processing_class=None,
+                       train_dataloader=None, **kwargs):
+        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+            raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
+                              "the fusion needs whole on every rank; use DDP (torchrun)")
+        cfg = self._config(args)
+        host = _TrainerHost(model, self._collate(model, processing_class, train_dataloader),
+                            self._seq2seq(model), not isinstance(self.memory, _Rows),
+                            cfg.train.max_grad_norm, bool(args.fp16))
+        params = [p for p in model.parameters() if p.requires_grad]
+        rehearsal = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
+                                      betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+        ctl, ifm = self._controller(cfg)
+        self.last_merge = None
+        passes = MemoryPasses(cfg, self.memory, host, self.timing, self.counters)
+        self.engine = MergingEngine(passes, ctl, rehearsal, ifm, self.traces)
+        if state.global_step > 0:          # resume_from_checkpoint: the callback's state too
+            from .callback_state import read_state, restore
+
+            if self._pending is None:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                self._pending = read_state(folder)
+            restore(self, self._pending, host.device)
+            self._pending = self._next_name = None
+        else:
+            index = self.task["index"] + 1
+            self.task = {"index": index, "name": self._next_name or f"task{index + 1}"}
+            self._next_name = None
+            self.engine.task = (index, self.task["name"])
+            self.engine.before_task(model)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.engine.on_gradients(model, "new")
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self._lr = float(optimizer.param_groups[0]["lr"])   # the rate this step used
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        step = state.global_step           # a train() is a task: its steps count from 1
+        main = getattr(optimizer, "optimizer", optimizer)      # past Accelerate's wrapper
+        try:
+            self.last_merge = merged = self.engine.after_step(model, step, self._lr,
+                                                              main_optimizer=main)
+        except ValueError as exc:
+            raise TrainingError(f"AIMMergingCallback: task {self.task['name']}, step {step}: "
+                                f"{' '.join(str(exc).split())}") from exc
+        self.traces.signals.append({"task": self.task["name"], "stage": self.task["index"] + 1,
+                                    "step": step, "train_loss": None, "lr": self._lr,
+                                    "history_loss": None, "threshold": None, "interval": None,
+                                    **self.engine.signal})
+        if merged is not None:
+            self._write_traces(args, state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        rows = self.traces.signals
+        loss = (logs or {}).get("loss")
+        if rows and loss is not None and rows[-1]["step"] == state.global_step:
+            rows[-1]["train_loss"] = float(loss) if math.isfinite(float(loss)) else None
+
+    def on_save(self, args, state, control, **kwargs):
+        from .callback_state import write_state
+
+        if state.is_world_process_zero:
+            write_state(self, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        self._write_traces(args, state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write_traces(args, state)
+
+    def _write_traces(self, args, state) -> None:
+        if state.is_world_process_zero:
+            self.traces.write(Path(self.output_dir or args.output_dir))

@@ -1,0 +1,134 @@
+"""The :class:`~aimmerging.callback.AIMMergingCallback`'s state in a Trainer checkpoint.
+
+``checkpoint-N/aimmerging/`` holds:
+
+- ``state.json``: the method, the task (index and name), the
+  controller's state (:meth:`~aimmerging.engine.MergingEngine.state_dict`), the replay memory,
+  the traces, timings and counters, and the rehearsal AdamW's plain values (its parameter
+  groups); non-finite floats as in :mod:`aimmerging.checkpoint`;
+- ``tensors.safetensors``: the anchor and importance tensors (``engine.*``) and the rehearsal
+  AdamW's moments and step counts (``rehearsal_optimizer.<index>.<name>``).
+
+Nothing is pickled. The folder is written into a temporary folder that then replaces it, so a
+reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoint import decode_floats, encode_floats
+from .errors import TrainingError
+from .io import atomic_write_json, temporary_folder
+
+STATE_FOLDER = "aimmerging"
+_VERSION = 1
+_OPT = "rehearsal_optimizer."
+_ENGINE = "engine."
+
+
+def _optimizer_parts(sd: dict) -> tuple[dict, dict]:
+    """An optimizer ``state_dict`` split into tensors (for safetensors) and plain values (JSON)."""
+    tensors, plain = {}, {}
+    for index, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{_OPT}{index}.{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "state": plain}
+
+
+def _optimizer_state(meta: dict, tensors: dict) -> dict:
+    """The inverse of :func:`_optimizer_parts`."""
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith(_OPT):
+            index, name = key[len(_OPT):].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for index, entry in meta["state"].items():
+        state.setdefault(int(index), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def write_state(callback, checkpoint: Path) -> Path:
+    """Write the callback's state into ``checkpoint/aimmerging`` (atomically); returns that folder."""
+    from .memory import ReplayMemory
+
+    engine = callback.engine
+    opt_tensors, opt_plain = _optimizer_parts(engine.rehearsal_optimizer.state_dict())
+    memory = callback.memory
+    state = {"version": _VERSION, "method": callback.method_name, "task": dict(callback.task),
+             "engine": engine.state_dict(), "traces": callback.traces.state_dict(),
+             "memory": memory.state_dict() if isinstance(memory, ReplayMemory)
+             else {"rows": len(memory)},
+             "timing": dict(callback.timing), "counters": dict(callback.counters),
+             "rehearsal_optimizer": opt_plain}
+    tensors = {**{_ENGINE + k: v for k, v in engine.tensor_state().items()}, **opt_tensors}
+    checkpoint = Path(checkpoint)
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    final = checkpoint / STATE_FOLDER
+    tmp = temporary_folder(checkpoint, f".{STATE_FOLDER}.")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                  str(tmp / "tensors.safetensors"))
+        atomic_write_json(tmp / "state.json", encode_floats(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_state(checkpoint: Path) -> dict:
+    """Read ``checkpoint/aimmerging``; TrainingError naming the folder when absent or unreadable."""
+    folder = Path(checkpoint) / STATE_FOLDER
+    if not (folder / "state.json").is_file():
+        raise TrainingError(f"{folder}: no AIMMergingCallback state (was the checkpoint saved with "
+                            f"the callback? For a checkpoint elsewhere call "
+                            f"callback.resume_from(FOLDER) before train())")
+    try:
+        state = decode_floats(json.loads((folder / "state.json").read_text(encoding="utf-8")))
+        tensors = load_file(str(folder / "tensors.safetensors"))
+    except Exception as exc:   # JSON, OS and safetensors' own errors
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingError(f"{folder}: unreadable AIMMergingCallback state ({msg})") from None
+    if state.get("version") != _VERSION:
+        raise TrainingError(f"{folder}: unsupported state version {state.get('version')!r}")
+    return {"folder": folder, "state": state, "tensors": tensors}
+
+
+def restore(callback, data: dict, device) -> None:
+    """Put what :func:`read_state` returned back into ``callback`` (its engine already built)."""
+    from .memory import ReplayMemory
+
+    state, tensors, folder = data["state"], data["tensors"], data["folder"]
+    engine = callback.engine
+    try:
+        if state["method"] != callback.method_name:
+            raise ValueError(f"saved with method {state['method']}, not {callback.method_name}")
+        engine.load_state_dict(state["engine"], {k[len(_ENGINE):]: v for k, v in tensors.items()
+                                                 if k.startswith(_ENGINE)}, device)
+        engine.rehearsal_optimizer.load_state_dict(
+            _optimizer_state(state["rehearsal_optimizer"], tensors))
+        if isinstance(callback.memory, ReplayMemory):
+            callback.memory.load_state_dict(state["memory"])
+        elif state["memory"].get("rows") != len(callback.memory):
+            raise ValueError(f"the memory held {state['memory'].get('rows')} rows, this one "
+                             f"{len(callback.memory)}")
+        callback.traces.load_state_dict(state["traces"])
+        for name in ("timing", "counters"):
+            getattr(callback, name).clear()
+            getattr(callback, name).update(state[name])
+        callback.task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingError(f"{folder}: the checkpoint does not fit this callback ({msg})") from None
+    engine.task = (callback.task["index"], callback.task["name"])
