@@ -83,3 +83,25 @@ def test_jsonl_and_csv_tasks_run_end_to_end(tmp_path: Path) -> None:
         dev_ids = {row["id"] for row in csv.DictReader(f) if row["task"] == "colours"}
     assert len(dev_ids) == 6 and dev_ids <= {f"c{i}" for i in range(30)}   # from the train file
     assert "held out from the train file" in (tmp_path / "dev" / "run.log").read_text()
+
+
+def test_task_files_are_found_beside_the_config_file(tmp_path, monkeypatch):
+    from aimmerging.config import load_config
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.jsonl").write_text('{"input": "a", "output": "b"}\n')
+    (project / "cfg.yaml").write_text(
+        "data:\n  tasks:\n    - {name: t, train: data/train.jsonl, test: {path: data/train.jsonl}}\n"
+        "    - {name: u, train: hf:user/set}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(project / "cfg.yaml")
+    first = cfg.data.tasks[0]
+    assert first.train == str(project / "data" / "train.jsonl")
+    assert first.test.path == str(project / "data" / "train.jsonl")
+    assert cfg.data.tasks[1].train == "hf:user/set"              # hub names are left alone
+    (elsewhere / "data").mkdir()                                 # found from the current folder first
+    (elsewhere / "data" / "train.jsonl").write_text('{"input": "a", "output": "b"}\n')
+    assert load_config(project / "cfg.yaml").data.tasks[0].train == "data/train.jsonl"

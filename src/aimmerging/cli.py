@@ -68,6 +68,8 @@ def _resume_command(args, out: Path) -> str:
     words = ["aimmerging", "run", args.config]
     if args.overrides:
         words += ["--set", *args.overrides]
+    if getattr(args, "data", None):
+        words += ["--data", args.data]
     words += ["--output", str(out), "--resume"]
     if getattr(args, "threads", None):
         words += ["--threads", str(args.threads)]

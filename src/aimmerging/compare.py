@@ -35,7 +35,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from .config import (METHOD_NAMES, apply_overrides, build_config, load_raw,
                      split_config_argument)
-from .errors import ConfigError, did_you_mean, missing_folder
+from .errors import ConfigError, did_you_mean
 from .io import atomic_write_json, atomic_write_text
 from .data.location import add_data_arg, locate_data
 from .threads import add_threads_arg, apply_threads

@@ -390,7 +390,34 @@ def load_config(path: Union[str, Path, None], overrides: Optional[list[str]] = N
 
     raw = load_raw(path) if path is not None else {}
     raw = locate_data(raw, overrides or [], data)
-    return build_config(apply_overrides(raw, overrides or []), str(path or ""), overrides or [])
+    raw = apply_overrides(raw, overrides or [])
+    if path is not None:
+        raw = _task_files_beside(raw, Path(path).parent)
+    return build_config(raw, str(path or ""), overrides or [])
+
+
+def _task_files_beside(raw: dict, folder: Path) -> dict:
+    """``raw`` with each relative file of a task given by its files (``train``, ``dev``,
+    ``test``) that is missing from the current folder but present beside the config file
+    (in ``folder``) replaced by that one's path: relative paths count from the current folder
+    first, then from the config file's folder (docs/data.md)."""
+    import os
+
+    data = raw.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
+        return raw
+
+    def beside(value):
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            return {**value, "path": beside(value["path"])}
+        if (not isinstance(value, str) or value.startswith("hf:") or os.path.isabs(value)
+                or os.path.exists(value) or not (folder / value).exists()):
+            return value
+        return str(folder / value)
+
+    tasks = [{**t, **{r: beside(t[r]) for r in ("train", "dev", "test") if r in t}}
+             if isinstance(t, dict) else t for t in data["tasks"]]
+    return {**raw, "data": {**data, "tasks": tasks}}
 
 
 #: keys of earlier versions that are gone, as runs' saved configs hold them: a saved value

@@ -107,14 +107,18 @@ def _check_layout(directory: Path, method: str) -> None:
 
 def compare_seeds(config_path, methods, seeds, overrides: Sequence[str] = (), output=None,
                   fwt: bool = True, reference: Optional[str] = None,
-                  draws: int = BOOTSTRAP_DRAWS, progress: bool = True) -> dict:
+                  draws: int = BOOTSTRAP_DRAWS, progress: bool = True,
+                  data: Optional[str] = None) -> dict:
     """Run every method (and ``single_task`` first, for FWT, unless not ``fwt``) at every seed
     into ``output/<method>/seed<S>/`` and write the tables (:func:`tabulate`).
 
     Seed by seed: seed S's single_task, then its methods. Everything is checked before any
     training: the names, the seeds, every run's config, every folder to reuse or resume.
+    ``data`` is ``--data DIR`` (:func:`~aimmerging.data.location.locate_data`).
     Returns the summary (:func:`aimmerging.multiseed_report.summarize`).
     """
+    from .data.location import locate_data
+
     names, seeds = parse_methods(methods), parse_seeds(seeds)
     ref = choose_reference(names, reference)
     if output is None:
@@ -125,7 +129,7 @@ def compare_seeds(config_path, methods, seeds, overrides: Sequence[str] = (), ou
     overrides = list(overrides or [])
     if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
         raise ConfigError("--set seed=...: --seeds gives each run's seed")
-    raw, source = load_raw(config_path), str(config_path)
+    raw, source = locate_data(load_raw(config_path), overrides, data), str(config_path)
     everyone = list(dict.fromkeys(([SINGLE] if fwt else []) + names))
     for m in everyone:                                    # fail before any compute
         _check_layout(out, m)
@@ -134,7 +138,9 @@ def compare_seeds(config_path, methods, seeds, overrides: Sequence[str] = (), ou
             _check_same_config(cfg, run_folder(out, m, s))
             _check_resumable(cfg, run_folder(out, m, s))
     if cfg.data.dir is not None and not Path(cfg.data.dir).is_dir():
-        raise ConfigError(f"data.dir: {missing_folder(cfg.data.dir)} is not a folder")
+        from .data.location import missing_data_message
+
+        raise ConfigError(missing_data_message(cfg.data.dir))
     out.mkdir(parents=True, exist_ok=True)
     for s in seeds:
         seed_sets = overrides + [f"seed={s}"]
@@ -328,7 +334,7 @@ def cmd_multiseed(args) -> int:
         args.config, args.overrides = split_config_argument(args.config, args.overrides)
         compare_seeds(args.config, args.methods, args.seeds, args.overrides, args.output,
                       fwt=not args.no_fwt, reference=args.reference, draws=draws,
-                      progress=not args.quiet)
+                      progress=not args.quiet, data=args.data)
         out = Path(args.output)
     print((out / "comparison.md").read_text(encoding="utf-8"))
     print(f"comparison: {out / 'comparison.csv'}")

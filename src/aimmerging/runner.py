@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import RunConfig
-from .errors import AimmergingError, ConfigError, DataError, missing_folder
+from .errors import AimmergingError, ConfigError, DataError
 from .rundir import check_run_dir, holds_run, prepare_run_dir
 
 log = logging.getLogger("aimmerging")
