@@ -91,12 +91,23 @@ def test_compare_passes_its_arguments_through(monkeypatch, tmp_path):
 
     monkeypatch.setattr(module, "compare_runs", fake)
     rows = aimmerging.compare("c.yaml", ["seq_lora", "aimmerging"], output=tmp_path,
-                              overrides={"train.epochs": 1, "data.tasks": ["a", "b"]}, fwt=False,
-                              seeds=[1, 2])
+                              overrides={"train.epochs": 1, "data.tasks": ["a", "b"]}, fwt=False)
     assert rows == ["rows"]
     assert seen == {"config": "c.yaml", "methods": ["seq_lora", "aimmerging"],
                     "overrides": ["train.epochs=1", 'data.tasks=["a", "b"]'], "output": tmp_path,
-                    "fwt": False, "seeds": [1, 2]}
+                    "fwt": False}
+    import aimmerging.multiseed as multiseed
+
+    seen.clear()
+
+    def fake_seeds(config_path, methods, seeds, overrides=(), output=None, **kwargs):
+        seen.update(config=config_path, seeds=seeds, overrides=overrides, **kwargs)
+        return {"summary": 1}
+
+    monkeypatch.setattr(multiseed, "compare_seeds", fake_seeds)
+    assert aimmerging.compare("c.yaml", "replay", output=tmp_path, seeds=[1, 2],
+                              reference="replay") == {"summary": 1}
+    assert seen == {"config": "c.yaml", "seeds": [1, 2], "overrides": [], "reference": "replay"}
 
 
 def test_compare_errors_are_typed(tmp_path):
@@ -104,3 +115,10 @@ def test_compare_errors_are_typed(tmp_path):
         aimmerging.compare(ROOT / "configs" / "demo.yaml", "seq_lora")
     with pytest.raises(aimmerging.ConfigError, match="unknown method"):
         aimmerging.compare(ROOT / "configs" / "demo.yaml", "nope", output=tmp_path)
+
+
+def test_compare_with_seeds_goes_to_the_multi_seed_comparison(tmp_path):
+    import aimmerging
+
+    with pytest.raises(aimmerging.ConfigError, match="--seeds"):     # checked before any run
+        aimmerging.compare("configs/smoke.yaml", ["replay"], seeds="42,x", output=tmp_path)

@@ -90,13 +90,23 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
 
 
 def compare(config: Union[str, Path], methods, *, output: Union[str, Path, None] = None,
-            overrides: Overrides = None, **kwargs) -> list[dict]:
+            overrides: Overrides = None, seeds=None, **kwargs):
     """Run several methods on one YAML config into ``output/<method>/`` and tabulate them, as
     ``aimmerging compare`` does; returns the table's rows (one dict per method: ``op``,
     ``bwt``, ``fwt``, ``merges`` ...). ``methods``: a list or a comma-separated string;
     ``overrides`` as for :func:`run`; other keyword arguments go to
     :func:`aimmerging.compare.compare_runs` (``fwt=False``: no single_task run, so no FWT;
-    ``progress``). Raises ConfigError, DataError and TrainingError as :func:`run` does."""
+    ``progress``). With ``seeds`` (a list or ``"42,43,44"``), every method runs once per seed
+    into ``output/<method>/seed<S>/`` as ``aimmerging compare --seeds`` does, the keyword
+    arguments go to :func:`aimmerging.multiseed.compare_seeds` (``reference``, ``draws``,
+    ``fwt``, ``progress``, ``data``), and the summary dict of the multi-seed tables is
+    returned (docs/comparing.md). Raises ConfigError, DataError and TrainingError as
+    :func:`run` does."""
+    if seeds is not None:
+        from .multiseed import compare_seeds
+
+        return compare_seeds(config, methods, seeds, overrides=override_items(overrides),
+                             output=output, **kwargs)
     from .compare import compare_runs
 
     return compare_runs(config, methods, overrides=override_items(overrides), output=output, **kwargs)
