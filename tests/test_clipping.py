@@ -7,6 +7,17 @@ from accelerate import Accelerator
 from aimmerging.loop import clip_gradients
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps one state per process and refuses an fp16 Accelerator after an earlier
+    test's full-precision one (and the other way round): each test here starts and ends anew."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _fp16_accelerator_with_two_optimizers():
     """A CPU Accelerator given a real GradScaler, as Accelerate sets one up for fp16 on a GPU."""
     acc = Accelerator(cpu=True, mixed_precision="fp16")
