@@ -70,13 +70,15 @@ def matrix(run_dir: Path) -> list:
 
 
 def adapter_tensors(run_dir: Path) -> dict:
-    """{stage folder: {name: tensor}} of every saved stage adapter."""
+    """{adapter folder: {name: tensor}} of every saved stage adapter (``stage02_amazon``, and
+    ``stage02_amazon/task01`` where a stage has several), plus any other safetensors file
+    there (``stage02_amazon/router.safetensors``), by its path below adapters/."""
     from safetensors.torch import load_file
 
-    out = {}
-    for d in sorted((Path(run_dir) / "adapters").iterdir()):
-        out[d.name] = load_file(str(d / "adapter_model.safetensors"))
-    return out
+    root = Path(run_dir) / "adapters"
+    return {str(f.parent.relative_to(root) if f.name == "adapter_model.safetensors"
+                else f.relative_to(root)): load_file(str(f))
+            for f in sorted(root.rglob("*.safetensors"))}
 
 
 def assert_same_results(a: Path, b: Path) -> None:

@@ -80,7 +80,7 @@ def test_sigkill_mid_task_then_resume_gives_the_same_run(tmp_path):
 
 @needs_data
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("method", ["aimmerging_ifm", "ewc"])
+@pytest.mark.parametrize("method", ["aimmerging_ifm", "ewc", "moe_lora", "single_merge"])
 def test_crash_then_resume_other_methods(method, tmp_path, monkeypatch):
     """In-process: a crash after step 3 of task 2 (checkpoint at step 2), then resume."""
     threads = torch.get_num_threads()

@@ -44,7 +44,8 @@ from .threads import add_threads_arg, apply_threads
 MONITORING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_mgm", "aimmerging_ifm",
                       "aimmerging_reference")
 #: row order of :func:`collect_table` without ``methods``: baselines, then AIMMerging, as in table 2
-DISPLAY_ORDER = ("seq_lora", "replay", "ewc", "fixed_interval", "recurrent_kif", "aimmerging",
+DISPLAY_ORDER = ("seq_lora", "inc_lora", "replay", "ewc", "moe_lora", "o_lora", "single_merge",
+                 "fixed_interval", "recurrent_kif", "aimmerging",
                  "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
                  "aimmerging_reference", "mtl", "single_task")
 COLUMNS = ("method", "OP", "FWT", "BWT", "train_seconds", "merges", "effective_merges")

@@ -22,8 +22,12 @@ from .errors import ConfigError, did_you_mean
 METHOD_NAMES = (
     "aimmerging", "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
     "aimmerging_reference", "seq_lora", "replay", "ewc", "fixed_interval", "recurrent_kif",
-    "single_task", "mtl",
+    "single_task", "mtl", "inc_lora", "o_lora", "moe_lora", "single_merge",
 )
+#: PEFT's ``add_weighted_adapter`` combination types that keep the rank (``cat`` adds the ranks)
+SINGLE_MERGE_COMBINATIONS = ("svd", "linear", "ties", "ties_svd", "dare_linear", "dare_ties",
+                             "dare_linear_svd", "dare_ties_svd", "magnitude_prune",
+                             "magnitude_prune_svd")
 
 
 def _leaf_types(annotation) -> set:
@@ -193,6 +197,27 @@ class MethodConfig(_Section):
     """EWC: batches used to estimate the Fisher information after each task."""
     ifm_beta: float = Field(default=0.85, ge=0, lt=1)
     """Recurrent-KIF / +IFM: EMA factor of the parameter sensitivity."""
+    olora_lambda1: float = Field(default=0.5, ge=0)
+    """O-LoRA (Wang et al. 2023): weight of the orthogonality loss sum |A_i A_t^T| between the
+    new task's LoRA A and every earlier task's A (default of cmnfriend/O-LoRA's code)."""
+    olora_lambda2: float = Field(default=0.0, ge=0)
+    """O-LoRA: weight of the L2 norm of the new task's A and B (default of its code)."""
+    moe_train_earlier_experts: bool = False
+    """MoELoRA (Luo et al. 2024): false trains the new task's expert and the router, the
+    earlier experts frozen; true keeps every expert seen so far training."""
+    single_merge_weights: tuple[float, float] = (0.5, 0.5)
+    """Single-round merging (paper figure 1(a)): the weights of (the adapter before the task,
+    the adapter after it), merged after each task k >= 2 with PEFT's add_weighted_adapter."""
+    single_merge_combination: Literal[SINGLE_MERGE_COMBINATIONS] = "svd"
+    """PEFT's combination_type: `svd` sums the weighted LoRA products B·A and cuts the sum back
+    to rank r (PEFT's default); `linear` and the plain ties/dare/magnitude_prune types combine
+    A and B separately; the *_svd types prune the products."""
+    single_merge_density: float = Field(default=0.2, gt=0, le=1)
+    """The share of each task vector that TIES / DARE / magnitude pruning keep (PEFT's density;
+    0.2: TIES-merging's top 20%, Yadav et al. 2023); unused by svd and linear."""
+    single_merge_majority_sign: Literal["total", "frequency"] = "total"
+    """TIES's sign election (PEFT's majority_sign_method): `total` sums the values,
+    `frequency` counts them."""
 
     @model_validator(mode="after")
     def _check(self) -> "MethodConfig":
@@ -205,6 +230,8 @@ class MethodConfig(_Section):
             raise ValueError(f"method.s_init ({self.s_init}) outside [s_min, s_max]")
         if self.fixed_alphas is not None and not all(0 <= a <= 1 for a in self.fixed_alphas):
             raise ValueError("method.fixed_alphas must lie in [0, 1]")
+        if not all(0 <= w <= 1 for w in self.single_merge_weights):
+            raise ValueError("method.single_merge_weights must lie in [0, 1]")
         return self
 
 

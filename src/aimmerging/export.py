@@ -62,24 +62,36 @@ def check_output(output: Path) -> Path:
 def export_run(run_dir: Path, output: Path, stage: Optional[int] = None) -> tuple[Path, Path]:
     """Merge the adapter (``merge_and_unload``) and save model and tokenizer to ``output``.
 
+    A stage folder of several adapters whose outputs add up (IncLoRA, O-LoRA:
+    :mod:`aimmerging.multi_adapter`) is merged whole, every adapter into the one model.
     ``stage``: 1-based; None for the last stage that finished. ``output`` must be new, empty or
     an earlier export (:func:`check_output`): it is replaced whole, through a temporary
     folder beside it. Returns ``(output, the adapter folder used)``. Raises ConfigError for a
-    folder that is not a run, a missing stage or such an ``output``."""
+    folder that is not a run, a missing stage or such an ``output``, and for MoELoRA's experts,
+    whose token-level router no merged model can hold."""
     from peft import PeftModel
 
     from .config import build_config, upgrade_saved
     from .models import backbone_dtype, load_backbone
+    from .multi_adapter import MANIFEST, load_adapters, read_manifest
 
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml (not a run folder)")
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     adapter = find_adapter(run_dir, stage)
+    manifest = read_manifest(adapter)
+    if manifest is not None and manifest["combine"] != "sum":
+        raise ConfigError(f"{adapter / MANIFEST}: its {len(manifest['adapters'])} adapters are "
+                          f"weighed token by token by a router ({manifest['combine']}): no single "
+                          f"merged model equals them; load them with "
+                          f"aimmerging.methods.moe_lora.load_moe_lora (docs/methods.md)")
     output = check_output(output)
     model_cfg = build_config(upgrade_saved(cfg), str(cfg_path)).model  # defaults for older runs
     backbone = load_backbone(model_cfg.name, backbone_dtype(model_cfg.dtype))
-    merged = PeftModel.from_pretrained(backbone.model, str(adapter)).merge_and_unload()
+    peft = PeftModel.from_pretrained(backbone.model, str(adapter)) if manifest is None \
+        else load_adapters(backbone.model, adapter)
+    merged = peft.merge_and_unload()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_folder(output.parent, f".{output.name}.export-")
     try:

@@ -93,6 +93,8 @@ class ContinualTrainer:
         self.encoder = Encoder(backbone.tokenizer, backbone.is_seq2seq,
                                cfg.data.max_input_tokens, cfg.data.max_target_tokens)
         self.memory = ReplayMemory(cfg.method.memory_ratio, cfg.method.memory_size, cfg.seed)
+        self.method = build_method(cfg.method.name, self)
+        self.method.prepare_model(net)                   # several adapters, a router ...
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         reh = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -104,7 +106,6 @@ class ContinualTrainer:
         self.counters: dict[str, int] = defaultdict(int)
         # memory batches, history loss and rehearsal (this trainer is the engine's host)
         self.passes = MemoryPasses(cfg, self.memory, self, self.timing, self.counters)
-        self.method = build_method(cfg.method.name, self)
         self.stages = self.method.stages(len(tasks), cfg.data.eval_all_tasks)
         self.signal: dict = {}
         self.position = {"stage": 0, "step": 0}       # next stage; steps done in it
@@ -167,7 +168,7 @@ class ContinualTrainer:
             self._train_stage(stage, start_step=self.position["step"])
             self.method.after_task(stage)
             self._evaluate(stage)
-            self.writer.save_adapter(self.net, stage)
+            self.writer.save_adapter(self.net, stage, self.method.save_adapter)
             self.position = {"stage": stage.index + 1, "step": 0}
             self._checkpoint()
         metrics = self.writer.finish(self.method, self.timing, self.counters,
@@ -355,11 +356,11 @@ class ContinualTrainer:
             raise TrainingError(f"{found}: the run was started with {state.get('world', 1)} "
                                 f"process(es), not {self.world}; resume it with as many")
         try:
+            self.method.load_state(state["method"], data["method_tensors"])   # may set what trains
             copy_into_(self.net, data["adapter"])
             self.optimizer.load_state_dict(data["optimizers"]["optimizer"])
             self.rehearsal_optimizer.load_state_dict(data["optimizers"]["rehearsal_optimizer"])
             self.memory.load_state_dict(state["memory"])
-            self.method.load_state(state["method"], data["method_tensors"])
             self.writer.load_state_dict(state)
             self.timing.update(state.get("timing", {}))
             self.counters.update(state.get("counters", {}))

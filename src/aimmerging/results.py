@@ -12,7 +12,9 @@
       merge_trace.csv        one row per merge
       signals.csv            one row per optimizer step
       predictions/stageNN_<task>.jsonl
-      adapters/stageNN_<task>/   a PEFT adapter (PeftModel.from_pretrained loads it)
+      adapters/stageNN_<task>/   a PEFT adapter (PeftModel.from_pretrained loads it); for a
+                             method with several adapters, one subfolder each and
+                             adapters.json (aimmerging.multi_adapter)
       checkpoint/            the newest complete checkpoint (see aimmerging.checkpoint)
 """
 
@@ -65,15 +67,16 @@ class ResultWriter:
         name = f"{stage_dirname(stage)}__{task.info.name}.jsonl"
         atomic_write_text(self.run_dir / "predictions" / name, "\n".join(lines) + "\n")
 
-    def save_adapter(self, net, stage) -> None:
-        """Save the stage's adapter as a PEFT folder (safetensors), atomically."""
+    def save_adapter(self, net, stage, save) -> None:
+        """Save the stage's adapter folder atomically: ``save(net, folder)`` writes it into a
+        temporary folder (:meth:`~aimmerging.methods.base.Method.save_adapter`: a PEFT folder)."""
         if not self.is_main:
             return
         dest = self.run_dir / "adapters" / stage_dirname(stage)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_folder(dest.parent, ".adapter.")
         try:
-            net.save_pretrained(str(tmp), safe_serialization=True)
+            save(net, tmp)
             plain_permissions(tmp)
             if dest.exists():
                 shutil.rmtree(dest)

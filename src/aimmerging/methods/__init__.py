@@ -5,12 +5,17 @@ from __future__ import annotations
 from ..errors import ConfigError, did_you_mean
 from .base import Method, Stage
 from .baselines import EWC, MTL, Replay, SingleTask
+from .inc_lora import IncLoRA
 from .merging import MergingMethod, make_merging
+from .moe_lora import MoELoRA
+from .o_lora import OLoRA
+from .single_merge import SingleMerge
 
 MERGING_METHODS = ("aimmerging", "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm",
                    "aimmerging_ifm", "aimmerging_reference", "fixed_interval", "recurrent_kif")
 OTHER_METHODS = {"seq_lora": Method, "replay": Replay, "ewc": EWC, "single_task": SingleTask,
-                 "mtl": MTL}
+                 "mtl": MTL, "inc_lora": IncLoRA, "o_lora": OLoRA, "moe_lora": MoELoRA,
+                 "single_merge": SingleMerge}
 
 
 def build_method(name: str, trainer) -> Method:

@@ -2,14 +2,16 @@
 
 A method changes what is trained on (``train_examples``), adds a loss term
 (``extra_loss``), acts after every optimizer step (``after_step``: AIMMerging's
-controller and fusion) and after every task (``after_task``). The loop knows
-nothing of AIMMerging; a new method is one new file registered in
+controller and fusion) and after every task (``after_task``). A method with several
+adapters builds them in ``prepare_model`` and writes them in ``save_adapter``. The loop
+knows nothing of AIMMerging; a new method is one new file registered in
 :mod:`aimmerging.methods`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -50,6 +52,10 @@ class Method:
                 for k in range(num_tasks)]
 
     # --- hooks -----------------------------------------------------------
+    def prepare_model(self, net: torch.nn.Module) -> None:
+        """Called once on the PEFT model, before the optimizers are made from its trainable
+        parameters: a method with several adapters (or a router) adds them here."""
+
     def train_examples(self, stage: Stage) -> list:
         """The examples trained on in ``stage`` (default: the stage's own tasks)."""
         out = []
@@ -77,6 +83,11 @@ class Method:
             if task.info.name not in self.trainer.memory.tasks:
                 self.trainer.memory.add_task(task.info.name, task.train)
 
+    def save_adapter(self, net: torch.nn.Module, folder: Path) -> None:
+        """Write the stage's result into ``folder`` (new and empty; the run folder's
+        ``adapters/stageNN_<task>/`` once complete): one PEFT adapter by default."""
+        net.save_pretrained(str(folder), safe_serialization=True)
+
     # --- checkpoint ---------------------------------------------------------
     def state_dict(self) -> dict:
         """JSON-serialisable state (restored on resume)."""
@@ -87,4 +98,5 @@ class Method:
         return {}
 
     def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`state_dict` and :meth:`tensor_state` returned."""
+        """Restore what :meth:`state_dict` and :meth:`tensor_state` returned; called before the
+        trainable parameters are restored, so that a method can first choose which are trainable."""

@@ -51,8 +51,17 @@ class MergingMethod(Method):
         ifm = self.cfg.importance_fusion if importance_fusion is None else importance_fusion
         # the history loss is what the forgetting signal watches
         self.needs_history_loss = self.controller_config.use_forgetting_signal
-        self.engine = MergingEngine(trainer.passes, self.controller_config,
-                                    trainer.rehearsal_optimizer, ifm, trainer.writer.traces)
+        self._importance_fusion, self._engine = ifm, None
+
+    @property
+    def engine(self) -> MergingEngine:
+        """The merging engine, made on first use: the trainer makes its optimizers and memory
+        passes after the method (whose ``prepare_model`` may add adapters first)."""
+        if self._engine is None:
+            tr = self.trainer
+            self._engine = MergingEngine(tr.passes, self.controller_config, tr.rehearsal_optimizer,
+                                         self._importance_fusion, tr.writer.traces)
+        return self._engine
 
     def before_task(self, stage: Stage) -> None:
         self.engine.task = (stage.index, stage.name)

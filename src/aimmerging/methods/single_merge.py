@@ -1,0 +1,101 @@
+"""Single-round merging (paper section 3.1 and figure 1(a)): train task k from theta^(k-1) as
+SeqLoRA does, then replace the result by theta^k = f_merge(theta^(k-1), theta^k) once, at the
+end of the task (tasks k >= 2; task 1 has nothing earlier to merge with).
+
+f_merge is PEFT's ``LoraModel.add_weighted_adapter``, with the global weights
+``method.single_merge_weights`` = (weight of theta^(k-1), weight of theta^k) and the
+``combination_type`` ``method.single_merge_combination`` (TIES, DARE and magnitude pruning
+take ``single_merge_density`` and ``single_merge_majority_sign``). PEFT builds the merged
+adapter at scaling 1; it is copied back into the trained adapter with each of A and B divided
+by sqrt(alpha / r), so that the merged B·A is what PEFT computed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..fusion import snapshot
+from .base import Method, Stage
+from .inc_lora import lora_layers
+
+log = logging.getLogger("aimmerging")
+
+TRAINED, PREVIOUS, MERGED = "default", "previous", "merged"
+
+
+def merge_into_(net, previous: Mapping[str, torch.Tensor], weights: Sequence[float],
+                combination: str = "svd", density: float = 0.2, majority_sign: str = "total",
+                seed: int = 0) -> None:
+    """Merge the adapter ``previous`` (a :func:`~aimmerging.fusion.snapshot` of the trained
+    adapter, taken before the task) into the trained PEFT adapter ``default``, in place.
+
+    ``weights``: (weight of ``previous``, weight of the trained adapter). The merge runs
+    through ``add_weighted_adapter`` on two temporary adapters, removed afterwards; DARE's
+    random drops are drawn from ``seed``, the caller's random state is left as it was.
+    Raises ValueError when ``previous`` does not match the trained adapter's parameters.
+    """
+    params = dict(net.named_parameters())
+    trained = {n for n in params if f".{TRAINED}." in n}
+    if set(previous) != trained:
+        raise ValueError(f"the earlier adapter has {len(previous)} tensors, the trained one {len(trained)}")
+    device = next(iter(previous.values())).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        net.add_adapter(PREVIOUS, copy.deepcopy(net.peft_config[TRAINED]))
+        try:
+            params = dict(net.named_parameters())
+            with torch.no_grad():
+                for n, t in previous.items():
+                    params[n.replace(f".{TRAINED}.", f".{PREVIOUS}.")].copy_(t)
+            net.base_model.add_weighted_adapter(
+                [PREVIOUS, TRAINED], [float(w) for w in weights], MERGED,
+                combination_type=combination, density=density,
+                majority_sign_method=majority_sign, svd_full_matrices=False)
+            with torch.no_grad():
+                for _, layer in lora_layers(net):
+                    root = math.sqrt(layer.scaling[TRAINED] / layer.scaling[MERGED])
+                    layer.lora_A[TRAINED].weight.copy_(layer.lora_A[MERGED].weight / root)
+                    layer.lora_B[TRAINED].weight.copy_(layer.lora_B[MERGED].weight / root)
+        finally:
+            for name in (PREVIOUS, MERGED):
+                if name in net.peft_config:
+                    net.delete_adapter(name)
+
+
+class SingleMerge(Method):
+    """SeqLoRA with one merge of theta^(k-1) and theta^k at the end of every task k >= 2."""
+
+    name = "single_merge"
+
+    def __init__(self, trainer) -> None:
+        super().__init__(trainer)
+        self.previous: dict[str, torch.Tensor] = {}     # theta^(k-1), from the task's start
+
+    def before_task(self, stage: Stage) -> None:
+        self.previous = snapshot(self.trainer.net) if stage.index > 0 else {}
+
+    def after_task(self, stage: Stage) -> None:
+        tr, c = self.trainer, self.cfg
+        if self.previous:
+            from ..loop import seed_key
+
+            merge_into_(tr.net, self.previous, c.single_merge_weights, c.single_merge_combination,
+                        c.single_merge_density, c.single_merge_majority_sign,
+                        seed_key(tr.cfg.seed, "single_merge", stage.index))
+            tr.counters["single_merges"] += 1
+            log.info("%s: merged into the earlier adapter (%s, weights %s)", stage.name,
+                     c.single_merge_combination, tuple(c.single_merge_weights))
+        super().after_task(stage)
+
+    def tensor_state(self) -> dict[str, torch.Tensor]:
+        return {f"previous.{k}": v for k, v in self.previous.items()}
+
+    def load_state(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        device = self.trainer.accelerator.device
+        self.previous = {k[len("previous."):]: v.to(device) for k, v in tensors.items()
+                         if k.startswith("previous.")}
