@@ -67,10 +67,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     """Load every file; print a task x split table of counts, then one line per problem.
 
     Returns 0 when all files load and every task has a train and a test split,
-    2 otherwise (problems go to stderr as ``error: <message>``).
+    2 otherwise (problems go to stderr as ``error: <message>``). Records with an empty or
+    whitespace-only input are no problem (:mod:`aimmerging.batching` gives a prompt with no
+    token the tokenizer's BOS); a ``note:`` line names the file and the first such record.
     """
     tasks = list_tasks(args.dir)  # a missing or unrecognised folder raises DataError
     errors: list[str] = []
+    notes: list[str] = []
     rows: list[list[str]] = []
     for name, files in tasks.items():
         info = TASKS.get(name)
@@ -83,13 +86,22 @@ def cmd_data_check(args: argparse.Namespace) -> int:
                     errors.append(f"{args.dir}: task {name!r} has no {split} split")
                 continue
             try:
-                row.append(str(len(load_split(args.dir, name, split))))
+                examples = load_split(args.dir, name, split)
             except DataError as exc:
                 row.append("ERROR")
                 errors.append(str(exc))
+                continue
+            row.append(str(len(examples)))
+            blank = [ex.id for ex in examples if not ex.input.strip()]
+            if blank:
+                notes.append(f"{files[split]}: {len(blank)} record(s) with an empty or whitespace-only "
+                             f"input (first: id {blank[0]!r}); a prompt with no token is given the "
+                             f"tokenizer's BOS token alone")
         rows.append(row)
     print(format_table(["task", "benchmark", "metric", *SPLITS], rows))
     print(f"{len(tasks)} tasks, {len(errors)} problem(s)")
+    for message in notes:
+        print(f"note: {message}")
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 2 if errors else 0
