@@ -20,30 +20,19 @@ def test_explicit_settings_and_a_bad_one():
         history_dtype("float16", net)
 
 
-def test_auto_needs_a_large_float32_model_on_native_bfloat16_hardware(monkeypatch):
+def test_auto_needs_a_large_float32_model_where_bfloat16_measured_faster(monkeypatch):
     _, net = lora("tiny-llama")
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    asked = []
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: asked.append(shape) or True)
     assert history_dtype("auto", net) is None                  # too small to gain
     monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
     assert history_dtype("auto", net) is torch.bfloat16
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: False)
-    assert history_dtype("auto", net) is None                  # emulated bfloat16 is slow
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    assert asked == [(256, 64, 128)]                           # the probe: the model's shapes
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: False)
+    assert history_dtype("auto", net) is None                  # emulated, or measured slower
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: True)
     net.get_base_model().to(torch.bfloat16)
     assert history_dtype("auto", net) is None                  # already low precision
-
-
-def test_native_bfloat16_asks_for_the_instructions_not_the_emulation(monkeypatch):
-    assert monitoring.native_bfloat16(torch.device("meta")) is False
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert monitoring.native_bfloat16(torch.device("cpu")) is False    # plain AVX512: emulated
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert monitoring.native_bfloat16(torch.device("cpu")) is True
-    asked = []
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **k: asked.append(k) or False)
-    assert monitoring.native_bfloat16(torch.device("cuda")) is False
-    assert asked == [{"including_emulation": False}]
 
 
 def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():

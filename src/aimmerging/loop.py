@@ -81,8 +81,9 @@ class ContinualTrainer:
         self.cfg, self.run_dir, self.tasks = cfg, Path(run_dir), tasks
         self.task_names = [t.info.name for t in tasks]
         if accelerator is None:
-            accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
-                                      log_with=cfg.train.report_to, project_dir=str(run_dir))
+            precision = resolve_mixed_precision(cfg.train.mixed_precision, cfg.model.name)
+            accelerator = Accelerator(mixed_precision=precision, log_with=cfg.train.report_to,
+                                      project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.share_prefix_in_training = training_shares_prefix(cfg, self.world)

@@ -31,8 +31,9 @@ about 1.5x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead`
 - ``"auto"`` (default): bfloat16 when the backbone's weights are float32 (the LoRA
   adapter always is), the model has at least
   :data:`~aimmerging.prefix.MIN_SHARING_PARAMETERS` parameters (a tiny model's pass is
-  per-operation cost, which autocast's casts only add to) and its device computes
-  bfloat16 natively (:func:`native_bfloat16`); otherwise ``"model"``.
+  per-operation cost, which autocast's casts only add to) and bfloat16 measured faster on
+  its device (:func:`aimmerging.precision.bfloat16_pays`: native bfloat16, and a cached
+  probe of a matmul of the model's shapes at least 1.1x float32's rate); otherwise ``"model"``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import contextlib
 import torch
 
 from .losses import _unwrap
+from .precision import bfloat16_pays, native_bfloat16, probe_shape  # noqa: F401 (re-exported)
 from .prefix import sharing_pays
 
 
@@ -77,19 +79,6 @@ def history_shares_prefix(cfg, model) -> bool:
     return bool(share)
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bfloat16 units (Ampere or
-    later; not emulated), or a CPU with AVX512-BF16 or AMX instructions."""
-    try:
-        if device.type == "cuda":
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        if device.type == "cpu":
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError, TypeError):   # a torch build without these probes
-        return False
-    return False
-
-
 def history_dtype(setting: str, model) -> torch.dtype | None:
     """``method.history_precision`` resolved for ``model`` (a Hugging Face model, PEFT- or
     DDP-wrapped or not): ``torch.bfloat16`` for an autocast pass, None for the model's own
@@ -103,7 +92,7 @@ def history_dtype(setting: str, model) -> torch.dtype | None:
     inner = _unwrap(model)      # the backbone's dtype and device (the LoRA adapter is float32)
     if getattr(inner, "dtype", None) != torch.float32 or not sharing_pays(model):
         return None
-    return torch.bfloat16 if native_bfloat16(inner.device) else None
+    return torch.bfloat16 if bfloat16_pays(inner.device, probe_shape(inner.config)) else None
 
 
 def describe_history_pass(cfg, model) -> str:
