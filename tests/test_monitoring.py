@@ -49,3 +49,36 @@ def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():
     assert low.item() != exact.item()                          # the autocast did run
     assert low.item() == pytest.approx(exact.item(), rel=0.02)
     assert low.dtype == torch.float32                          # the loss itself stays float32
+
+
+def test_set_training_sets_the_flags_train_would_set():
+    from aimmerging.monitoring import set_training
+
+    _, net = lora("tiny-llama")
+    net.train()
+    set_training(net, False)
+    assert not any(m.training for m in net.modules())
+    set_training(net, True)
+    assert all(m.training for m in net.modules())
+    net.eval()
+    expected = [m.training for m in net.modules()]
+    net.train()
+    set_training(net, False)
+    assert [m.training for m in net.modules()] == expected
+
+
+def test_set_training_lets_a_module_that_overrides_train_run_it():
+    from aimmerging.monitoring import set_training
+
+    seen = []
+
+    class Own(torch.nn.Linear):
+        def train(self, mode=True):
+            seen.append(mode)
+            return super().train(mode)
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Own(2, 2))
+    set_training(model, False)
+    assert seen == [False] and not any(m.training for m in model.modules())
+    set_training(model, True)
+    assert seen == [False, True] and all(m.training for m in model.modules())

@@ -30,7 +30,8 @@ from .losses import IGNORE_INDEX, batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, backbone_dtype, load_backbone, resolve_mixed_precision
-from .monitoring import history_autocast, history_batch_size, history_key, history_shares_prefix
+from .monitoring import (history_autocast, history_batch_size, history_key, history_shares_prefix,
+                         set_training)
 from .prefix import can_share_prefix, grouped_loss, training_shares_prefix
 from .results import ResultWriter
 
@@ -163,10 +164,10 @@ class ContinualTrainer:
         examples = self.memory_batch("history", key, history_batch_size(self.cfg))
         if examples is None:
             return float("nan")
-        self.model.eval()
+        set_training(self.model, False)
         with history_autocast(self.cfg.method.history_precision, self.model):
             loss = self.loss_on(examples, history_shares_prefix(self.cfg, self.model)).detach()
-        self.model.train()
+        set_training(self.model, True)
         if self.world > 1:
             loss = self.accelerator.reduce(loss.float(), "mean")
         self.timing["monitor_seconds"] += time.perf_counter() - t0

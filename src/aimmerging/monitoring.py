@@ -39,6 +39,8 @@ about 1.5x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead`
 from __future__ import annotations
 
 import contextlib
+import weakref
+from typing import Optional
 
 import torch
 
@@ -112,3 +114,38 @@ def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
+
+
+_FLAT_MODULES: "weakref.WeakKeyDictionary[torch.nn.Module, Optional[list]]" = weakref.WeakKeyDictionary()
+
+
+def _flat_modules(model: torch.nn.Module) -> Optional[list]:
+    """Every module of ``model`` when none changes what ``train(mode)`` does beyond setting the
+    ``training`` flags (``nn.Module.train``; transformers' override without kernels); else None."""
+    from transformers import PreTrainedModel
+
+    mods = list(model.modules())
+    for m in mods:
+        train = type(m).train
+        if train is torch.nn.Module.train:
+            continue
+        if train is PreTrainedModel.train and not getattr(m, "use_kernels", False):
+            continue
+        return None                   # DDP, DoRA ...: their own train() runs
+    return mods
+
+
+def set_training(model: torch.nn.Module, mode: bool) -> None:
+    """``model.train(mode)`` as one flat pass over its modules: the same ``training`` flags
+    (hence the same results), without ``train``'s recursion through ``__setattr__`` (SmolLM2's
+    999 modules: about 26 ms for ``eval()`` and ``train()`` on a busy CPU, 3 ms flat), which
+    the history loss pays at every step. Falls back to ``model.train(mode)`` where a module
+    overrides ``train`` (:func:`_flat_modules`). The module list is kept per model."""
+    if model not in _FLAT_MODULES:
+        _FLAT_MODULES[model] = _flat_modules(model)
+    mods = _FLAT_MODULES[model]
+    if mods is None:
+        model.train(mode)
+        return
+    for m in mods:
+        object.__setattr__(m, "training", mode)
