@@ -6,7 +6,7 @@ main optimizer steps, the history loss, the rehearsal steps. Each phase's second
 loop's own timers (``train_step_seconds``, ``monitor_seconds``, ``rehearsal_seconds``,
 which :mod:`.turns` corrects for the waits), so FLOP/s = counted FLOPs / timed seconds.
 :func:`peak` measures the matmul peak in the benchmark's own process, at its thread count:
-the best rate of a 1024 x 1024 x 1024 product in float32, and in bfloat16 where the device
+the best rate of a 1024 x 1024 x 1024 product (``linear``) in float32, and in bfloat16 where the device
 computes it natively (elsewhere bfloat16 is emulated and no peak of the machine).
 """
 

@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import hf_trainer
+from . import _flops, hf_trainer
 from ._common import (FULL_MODEL, QUICK_MODEL, long_sequence_dir, make_config, median, run_trainer,
                       target, threads, verdict, write_result)
 
@@ -45,6 +45,8 @@ def _ours(s: dict, run_dir: Path, share_prefix: bool = False) -> dict:
     tokens = sum(len(e.prompt) + len(e.answer) for t in tr.tasks for e in tr.encoder.encode(t.train))
     signals = tr.writer.traces.signals
     return {"train_seconds": res["metrics"]["timing_seconds"]["train_seconds"], "tokens": tokens,
+            "train_step_seconds": res["metrics"]["timing_seconds"]["train_step_seconds"],
+            "flop": res["flops"].flop.get("main", 0.0),
             "steps": res["metrics"]["counters"]["train_steps"],
             "mean_loss": sum(r["train_loss"] for r in signals) / len(signals) if signals else None,
             "cfg": cfg}
@@ -85,15 +87,26 @@ def run(quick: bool, output: Path) -> dict:
     p_tps = median(p["tokens_per_second"] for p in shared)
     shared_ratio = median(p["tokens_per_second"] / t["tokens_per_second"]
                           for p, t in zip(shared, theirs))
+    # FLOP/s: the same batches on both sides, so the same useful FLOPs (benchmarks/_flops.py);
+    # the shared-prefix runs skip work, so their FLOPs are not counted
+    peaks = _flops.peak()
+    flop = median(o["flop"] for o in ours)
+    flops = {"peak": peaks,
+             "main": _flops.rate(flop, median(o["train_step_seconds"] for o in ours), peaks, s["steps"]),
+             "ours_training": _flops.rate(flop, median(o["train_seconds"] for o in ours), peaks),
+             "trainer_training": _flops.rate(flop, median(t["train_runtime"] for t in theirs), peaks)}
     summary = (f"throughput: seq_lora loop {o_tps:.0f} tokens/s vs Trainer+PEFT {t_tps:.0f} tokens/s "
                f"= {ratio:.2f}x ({s['steps']} steps of batch {s['batch_size']}, {s['model']}); "
-               f"with train.share_prefix {p_tps:.0f} tokens/s = {shared_ratio:.2f}x; {verdict(targets)}")
+               f"with train.share_prefix {p_tps:.0f} tokens/s = {shared_ratio:.2f}x; main step "
+               f"{_flops.describe(flops)} (Trainer's training "
+               f"{flops['trainer_training']['flop_per_s'] / 1e9:.1f} GFLOP/s); {verdict(targets)}")
     figures = {"mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads},
                "throughput_ratio": ratio, "repeats_throughput_ratios": ratios,
                "ours_tokens_per_second": o_tps, "trainer_tokens_per_second": t_tps,
                "same_tokens_both_sides": same_tokens, "ours": ours, "trainer": theirs,
                "shared_prefix_throughput_ratio": shared_ratio,
                "ours_shared_prefix_tokens_per_second": p_tps, "ours_shared_prefix": shared,
+               "flops": flops,
                "targets": targets, "summary": summary}
     write_result(output, NAME, figures)
     return figures

@@ -63,7 +63,8 @@ def _sync(device: torch.device) -> None:
 def matmul_flops_per_second(dtype: torch.dtype, m: int, k: int, n: int,
                             device: Union[torch.device, str] = "cpu", repeats: int = 5,
                             min_seconds: float = 0.05) -> float:
-    """The best rate, in FLOP/s (``2 * m * k * n`` per product), of ``[m, k] @ [k, n]`` in ``dtype``.
+    """The best rate, in FLOP/s (``2 * m * k * n`` per product), of ``linear([m, k], [n, k])`` in
+    ``dtype``: the product a model's linear map computes (the weight stored ``[out, in]``).
 
     Each of ``repeats`` timings runs the product until ``min_seconds`` have passed (after one
     warm-up product); the best timing is taken, the one least disturbed by other work.
@@ -72,14 +73,15 @@ def matmul_flops_per_second(dtype: torch.dtype, m: int, k: int, n: int,
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(m, k, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(k, n, generator=gen).to(device=device, dtype=dtype)
-    torch.matmul(a, b)
+    w = torch.randn(n, k, generator=gen).to(device=device, dtype=dtype)
+    linear = torch.nn.functional.linear
+    linear(a, w)
     _sync(device)
     best = 0.0
     for _ in range(max(1, repeats)):
         calls, t0 = 0, time.perf_counter()
         while True:
-            torch.matmul(a, b)
+            linear(a, w)
             calls += 1
             _sync(device)
             spent = time.perf_counter() - t0
