@@ -85,7 +85,7 @@ def peak(device=None, bfloat16: Optional[bool] = None) -> dict:
 
     from aimmerging.precision import matmul_flops_per_second, native_bfloat16
 
-    device = torch.device(device or "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     want_bf16 = native_bfloat16(device) if bfloat16 is None else bfloat16
     key = (str(device), torch.get_num_threads(), want_bf16)
     if key not in _PEAKS:
