@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ._flops import FlopMeter
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: configs/cpu_small.yaml, used when the file is absent (the issue's definition of cpu_small)
@@ -84,10 +86,11 @@ def quiet() -> None:
 def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None, instrument=None) -> dict:
     """Run the real :class:`~aimmerging.loop.ContinualTrainer` and return its figures.
 
-    Returns ``{"trainer", "metrics", "wall_seconds", "stages"}``; ``stages`` holds the
+    Returns ``{"trainer", "metrics", "wall_seconds", "stages", "flops"}``; ``stages`` holds the
     timing and counters at the end of each stage (recorded by wrapping the method's
-    ``after_task`` hook: nothing of the loop is changed). ``instrument(trainer)`` is
-    called before the run, to wrap more hooks.
+    ``after_task`` hook: nothing of the loop is changed); ``flops`` is the run's
+    :class:`~benchmarks._flops.FlopMeter` (stopped when the run ends). ``instrument(trainer)``
+    is called before the run, to wrap more hooks.
     """
     import shutil
 
@@ -113,13 +116,17 @@ def run_trainer(cfg, run_dir: Path, tasks: Optional[list] = None, instrument=Non
         inner(stage)
 
     trainer.method.after_task = after_task
+    meter = FlopMeter(trainer)         # innermost wrappers: the turns' waits stay outside
     if instrument is not None:
         instrument(trainer)
     t_run = time.perf_counter()
-    metrics = trainer.run()
+    try:
+        metrics = trainer.run()
+    finally:
+        meter.active = False           # later probes on the trained model are not the run's
     end = time.perf_counter()
     return {"trainer": trainer, "metrics": metrics, "wall_seconds": end - t0,
-            "run_seconds": end - t_run, "stages": stages}
+            "run_seconds": end - t_run, "stages": stages, "flops": meter}
 
 
 def memory_subset(memory, tasks: list):

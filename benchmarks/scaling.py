@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import _flops
 from ._common import (FULL_MODEL, QUICK_MODEL, make_config, median, memory_subset, run_trainer,
                       target, threads, time_calls, verdict, write_result)
 
@@ -153,7 +154,8 @@ def _one(s: dict, order: int, run_dir: Path) -> dict:
     m = res["metrics"]
     stages = _stages(rows)
     t, steps = m["timing_seconds"], m["counters"]["train_steps"]
-    return {"tasks": len(stages), "steps_per_task": s["steps"],
+    flops = _flops.figures(res["flops"], t, m["counters"], _flops.peak(res["trainer"].accelerator.device))
+    return {"tasks": len(stages), "steps_per_task": s["steps"], "flops": flops,
             "seconds_per_step": t["train_step_seconds"] / steps,
             "train_seconds_per_step": t["train_seconds"] / steps,
             "memory_examples": stages[-1]["memory_examples"],
@@ -204,6 +206,7 @@ def run(quick: bool, output: Path) -> dict:
         f"(x{figures['monitor_per_token_growth_ratio']:.2f} per token; in the runs' stages, 10-14 "
         f"vs 1-3: x{figures['in_run_monitor_growth_ratio']:.2f}); memory "
         f"{a['memory_state_bytes'] / 1024:.0f} KiB vs {b['memory_state_bytes'] / 1024:.0f} KiB "
-        f"({a['memory_examples']} vs {b['memory_examples']} examples); {verdict(targets)}")
+        f"({a['memory_examples']} vs {b['memory_examples']} examples); main step (15 tasks) "
+        f"{_flops.describe(b['flops'])}; {verdict(targets)}")
     write_result(output, NAME, figures)
     return figures

@@ -8,6 +8,9 @@ batch size, schedule and number of steps, in the same batch order (see
 In-task checkpoints are off on our side (``train.checkpoint_every=0``), as
 ``save_strategy="no"`` is on Trainer's. Target: ratio >= 1.0.
 
+After the first run of our loop, one more main step runs under torch's profiler
+(``main_step_profile``, ``_profile.py``): where the step's time goes, by operator group.
+
 For information, our loop also runs with ``train.share_prefix=true`` (each batch's shared
 task instruction run once, ``aimmerging.prefix``): ``shared_prefix_throughput_ratio``.
 """
@@ -18,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import hf_trainer
+from . import _flops, hf_trainer
 from ._common import (FULL_MODEL, QUICK_MODEL, long_sequence_dir, make_config, median, run_trainer,
                       target, threads, verdict, write_result)
 
@@ -33,7 +36,7 @@ def settings(quick: bool) -> dict:
     return {"model": FULL_MODEL, "tasks": ["dbpedia"], "steps": steps, "batch_size": 8, "repeats": 1}
 
 
-def _ours(s: dict, run_dir: Path, share_prefix: bool = False) -> dict:
+def _ours(s: dict, run_dir: Path, share_prefix: bool = False, profile: bool = False) -> dict:
     cfg = make_config([f"train.share_prefix={str(share_prefix).lower()}", f"model.name={s['model']}", "method.name=seq_lora",
                        f"data.tasks=[{','.join(s['tasks'])}]",
                        f"data.n_train={s['steps'] * s['batch_size']}",
@@ -44,7 +47,14 @@ def _ours(s: dict, run_dir: Path, share_prefix: bool = False) -> dict:
     tr = res["trainer"]
     tokens = sum(len(e.prompt) + len(e.answer) for t in tr.tasks for e in tr.encoder.encode(t.train))
     signals = tr.writer.traces.signals
-    return {"train_seconds": res["metrics"]["timing_seconds"]["train_seconds"], "tokens": tokens,
+    extra = {}
+    if profile:      # one more step, after the run: where a main step's time goes (_profile.py)
+        from ._profile import step_profile
+
+        extra["profile"] = step_profile(tr, tr.tasks[0].train[:s["batch_size"]])
+    return {**extra, "train_seconds": res["metrics"]["timing_seconds"]["train_seconds"], "tokens": tokens,
+            "train_step_seconds": res["metrics"]["timing_seconds"]["train_step_seconds"],
+            "flop": res["flops"].flop.get("main", 0.0),
             "steps": res["metrics"]["counters"]["train_steps"],
             "mean_loss": sum(r["train_loss"] for r in signals) / len(signals) if signals else None,
             "cfg": cfg}
@@ -62,11 +72,12 @@ def _theirs(s: dict, cfg) -> dict:
 def run(quick: bool, output: Path) -> dict:
     with threads(quick) as n_threads:
         s = settings(quick)
-        ours, theirs, shared = [], [], []
+        ours, theirs, shared, profiled = [], [], [], None
         with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
             for r in range(s["repeats"]):
-                o = _ours(s, Path(tmp) / f"ours_{r}")
+                o = _ours(s, Path(tmp) / f"ours_{r}", profile=r == 0)
                 cfg = o.pop("cfg")
+                profiled = o.pop("profile", None) or profiled
                 t = _theirs(s, cfg)
                 p = _ours(s, Path(tmp) / f"shared_{r}", share_prefix=True)
                 p.pop("cfg")
@@ -85,15 +96,26 @@ def run(quick: bool, output: Path) -> dict:
     p_tps = median(p["tokens_per_second"] for p in shared)
     shared_ratio = median(p["tokens_per_second"] / t["tokens_per_second"]
                           for p, t in zip(shared, theirs))
+    # FLOP/s: the same batches on both sides, so the same useful FLOPs (benchmarks/_flops.py);
+    # the shared-prefix runs skip work, so their FLOPs are not counted
+    peaks = _flops.peak()
+    flop = median(o["flop"] for o in ours)
+    flops = {"peak": peaks,
+             "main": _flops.rate(flop, median(o["train_step_seconds"] for o in ours), peaks, s["steps"]),
+             "ours_training": _flops.rate(flop, median(o["train_seconds"] for o in ours), peaks),
+             "trainer_training": _flops.rate(flop, median(t["train_runtime"] for t in theirs), peaks)}
     summary = (f"throughput: seq_lora loop {o_tps:.0f} tokens/s vs Trainer+PEFT {t_tps:.0f} tokens/s "
                f"= {ratio:.2f}x ({s['steps']} steps of batch {s['batch_size']}, {s['model']}); "
-               f"with train.share_prefix {p_tps:.0f} tokens/s = {shared_ratio:.2f}x; {verdict(targets)}")
+               f"with train.share_prefix {p_tps:.0f} tokens/s = {shared_ratio:.2f}x; main step "
+               f"{_flops.describe(flops)} (Trainer's training "
+               f"{flops['trainer_training']['flop_per_s'] / 1e9:.1f} GFLOP/s); {verdict(targets)}")
     figures = {"mode": "quick" if quick else "full", "settings": {**s, "torch_threads": n_threads},
                "throughput_ratio": ratio, "repeats_throughput_ratios": ratios,
                "ours_tokens_per_second": o_tps, "trainer_tokens_per_second": t_tps,
                "same_tokens_both_sides": same_tokens, "ours": ours, "trainer": theirs,
                "shared_prefix_throughput_ratio": shared_ratio,
                "ours_shared_prefix_tokens_per_second": p_tps, "ours_shared_prefix": shared,
+               "flops": flops, "main_step_profile": profiled,
                "targets": targets, "summary": summary}
     write_result(output, NAME, figures)
     return figures

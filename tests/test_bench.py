@@ -136,3 +136,64 @@ def test_a_failing_run_in_turns_lets_the_other_finish_then_raises():
     with pytest.raises(RuntimeError, match="a failed"):
         turns.run_in_turns(jobs, _fake_run(log, {"a": 3, "b": 3}, fail_at=("a", 1)))
     assert log == [("a", 0), ("b", 0), ("b", 1), ("b", 2)]
+
+
+def test_fractions_of_peak_are_collected_from_nested_keys():
+    figures = {"flops": {"main": {"flop_per_s": 5.0, "fraction_of_float32_peak": 0.5},
+                         "peak": {"float32_flop_per_s": 10.0}},
+               "fraction_of_float32_peak": {"no": 0.4}, "x_ratio": 2}
+    assert bench._fractions(figures) == {"flops.main.fraction_of_float32_peak": 0.5,
+                                         "fraction_of_float32_peak.no": 0.4}
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="benchmark data not present")
+@pytest.mark.timeout(240)
+def test_the_flop_meter_counts_each_phase_of_a_real_run(tmp_path, monkeypatch):
+    """Structure only: the phases that ran are counted, as the FLOP formula gives them."""
+    import torch
+
+    from aimmerging.flops import batch_flops
+
+    monkeypatch.setenv("AIMMERGING_BENCH_DATA", str(DATA_ROOT))
+    common, flops = bench.load_benchmark("_common"), bench.load_benchmark("_flops")
+    cfg = common.make_config(["model.name=tiny-llama", "method.name=aimmerging",
+                              "data.tasks=[dbpedia,amazon]", "data.n_train=16", "data.n_test=1",
+                              "eval.max_new_tokens=1", "train.epochs=1", "train.max_steps_per_task=2",
+                              "method.s_init=1", "method.s_min=1", "method.skip_idle_rehearsal=false"])
+    passes, seen = [], []
+
+    def instrument(tr):
+        common.time_calls(tr, "history_loss", passes)
+        inner = tr.loss_on                                     # outside the meter's wrapper
+
+        def loss_on(examples, *a, **k):
+            seen.append((list(examples), torch.is_grad_enabled()))
+            return inner(examples, *a, **k)
+
+        tr.loss_on = loss_on
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = common.run_trainer(cfg, tmp_path / "run", instrument=instrument)
+    finally:
+        torch.set_num_threads(threads)
+    meter, m, tr = res["flops"], res["metrics"], res["trainer"]
+    assert meter.calls["main"] == m["counters"]["train_steps"] == 4
+    assert meter.calls["history"] == len(passes) == 2           # the second task's steps
+    assert meter.calls["rehearsal"] == m["counters"]["rehearsal_steps"] > 0
+    expected = {True: 0.0, False: 0.0}
+    for examples, grad in seen:
+        enc = tr.encoder.encode(examples)
+        expected[grad] += batch_flops(meter.shapes, [len(e.prompt) + len(e.answer) for e in enc],
+                                      sum(len(e.answer) for e in enc), backward=grad)["total"]
+    assert meter.flop["history"] == pytest.approx(expected[False])
+    assert meter.flop["main"] + meter.flop["rehearsal"] == pytest.approx(expected[True])
+    before = dict(meter.flop)
+    tr.history_loss(("after", 0))                              # after the run: not counted
+    assert dict(meter.flop) == before
+    fig = flops.figures(meter, m["timing_seconds"], m["counters"], {"float32_flop_per_s": 1e12})
+    for phase in ("main", "history", "rehearsal"):
+        assert set(fig[phase]) >= {"flop", "seconds", "flop_per_s", "fraction_of_float32_peak"}
+        assert fig[phase]["fraction_of_float32_peak"] == pytest.approx(fig[phase]["flop_per_s"] / 1e12)
+    assert "GFLOP/s" in flops.describe(fig)

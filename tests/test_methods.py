@@ -182,7 +182,7 @@ def test_auto_precision_and_shared_prefixes_together(tmp_path, monkeypatch):
     import aimmerging.monitoring as monitoring
 
     monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: True)
     auto, _ = _run(tmp_path / "auto", "aimmerging", history_batch_size=6)
     low, _ = _run(tmp_path / "bf16", "aimmerging", history_precision="bfloat16",
                   history_share_prefix=False, history_batch_size=6)

@@ -20,30 +20,19 @@ def test_explicit_settings_and_a_bad_one():
         history_dtype("float16", net)
 
 
-def test_auto_needs_a_large_float32_model_on_native_bfloat16_hardware(monkeypatch):
+def test_auto_needs_a_large_float32_model_where_bfloat16_measured_faster(monkeypatch):
     _, net = lora("tiny-llama")
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    asked = []
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: asked.append(shape) or True)
     assert history_dtype("auto", net) is None                  # too small to gain
     monkeypatch.setattr(monitoring, "sharing_pays", lambda model: True)
     assert history_dtype("auto", net) is torch.bfloat16
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: False)
-    assert history_dtype("auto", net) is None                  # emulated bfloat16 is slow
-    monkeypatch.setattr(monitoring, "native_bfloat16", lambda device: True)
+    assert asked == [(256, 64, 128)]                           # the probe: the model's shapes
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: False)
+    assert history_dtype("auto", net) is None                  # emulated, or measured slower
+    monkeypatch.setattr(monitoring, "bfloat16_pays", lambda device, shape: True)
     net.get_base_model().to(torch.bfloat16)
     assert history_dtype("auto", net) is None                  # already low precision
-
-
-def test_native_bfloat16_asks_for_the_instructions_not_the_emulation(monkeypatch):
-    assert monitoring.native_bfloat16(torch.device("meta")) is False
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert monitoring.native_bfloat16(torch.device("cpu")) is False    # plain AVX512: emulated
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert monitoring.native_bfloat16(torch.device("cpu")) is True
-    asked = []
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **k: asked.append(k) or False)
-    assert monitoring.native_bfloat16(torch.device("cuda")) is False
-    assert asked == [{"including_emulation": False}]
 
 
 def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():
@@ -60,3 +49,36 @@ def test_bfloat16_pass_is_close_to_the_float32_loss_but_not_equal():
     assert low.item() != exact.item()                          # the autocast did run
     assert low.item() == pytest.approx(exact.item(), rel=0.02)
     assert low.dtype == torch.float32                          # the loss itself stays float32
+
+
+def test_set_training_sets_the_flags_train_would_set():
+    from aimmerging.monitoring import set_training
+
+    _, net = lora("tiny-llama")
+    net.train()
+    set_training(net, False)
+    assert not any(m.training for m in net.modules())
+    set_training(net, True)
+    assert all(m.training for m in net.modules())
+    net.eval()
+    expected = [m.training for m in net.modules()]
+    net.train()
+    set_training(net, False)
+    assert [m.training for m in net.modules()] == expected
+
+
+def test_set_training_lets_a_module_that_overrides_train_run_it():
+    from aimmerging.monitoring import set_training
+
+    seen = []
+
+    class Own(torch.nn.Linear):
+        def train(self, mode=True):
+            seen.append(mode)
+            return super().train(mode)
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), Own(2, 2))
+    set_training(model, False)
+    assert seen == [False] and not any(m.training for m in model.modules())
+    set_training(model, True)
+    assert seen == [False, True] and all(m.training for m in model.modules())

@@ -137,3 +137,55 @@ def test_killed_two_process_run_resumes_to_the_same_results(mp_run, tmp_path):
     assert all(rec["resumed"] for rec in ranks)
     assert ranks[0]["final_hash"] == ranks[1]["final_hash"] == r0["final_hash"]
     assert_same_results(ref_dir, run_dir)
+
+
+# the same global batch on one process and on two: 4 examples per step, a memory batch of 4;
+# answers of up to 8 tokens, so that the two ranks' halves hold different numbers of tokens
+SAME_GLOBAL = [x for x in MP if not x.startswith("data.max_target_tokens")] + ["data.max_target_tokens=8"]
+DECISIONS = ("task", "stage", "step", "interval_run", "next_interval", "activations", "alpha_new",
+             "alpha_past", "rehearsal_steps", "rehearsal_skipped")
+
+
+def _one_and_two_processes(tmp_path, extra):
+    from runhelp import aimmerging, check_ok
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    check_ok(aimmerging("run", SMOKE, *sets(SAME_GLOBAL + extra + ["train.batch_size=4",
+                                                                    "method.history_batch_size=4"]),
+                        "--output", one, "--quiet", "--threads", "1"))
+    proc = _torchrun(["run", SMOKE, *sets(SAME_GLOBAL + extra + ["train.batch_size=2",
+                                                                  "method.history_batch_size=2"]),
+                      "--output", two, "--quiet"], tmp_path / "debug")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return one, two
+
+
+def _losses(run_dir):
+    return [(float(r["train_loss"]), float(r["history_loss"]) if r["history_loss"] else None)
+            for r in csv_rows(run_dir / "signals.csv")]
+
+
+def test_without_dropout_two_processes_decide_as_one_at_the_same_global_batch(tmp_path):
+    """docs/performance.md, "Several processes": with ``model.lora_dropout: 0`` the losses are
+    the one-process run's up to float rounding (token-weighted over ranks) and so are the merges."""
+    one, two = _one_and_two_processes(tmp_path, ["model.lora_dropout=0"])
+    a, b = csv_rows(one / "merge_trace.csv"), csv_rows(two / "merge_trace.csv")
+    assert len(a) >= 4
+    assert [[r[k] for k in DECISIONS] for r in a] == [[r[k] for k in DECISIONS] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("lambda", "threshold", "l1_change"):
+            assert float(ra[k]) == pytest.approx(float(rb[k]), rel=1e-4), k
+    la, lb = _losses(one), _losses(two)
+    assert len(la) == len(lb) == 16
+    for (ta, ha), (tb, hb) in zip(la, lb):
+        assert ta == pytest.approx(tb, rel=1e-5)
+        assert (ha is None and hb is None) or ha == pytest.approx(hb, rel=1e-5)
+
+
+def test_with_dropout_the_draws_depend_on_the_process_count(tmp_path):
+    """What the docs say of LoRA dropout: each rank draws the masks of its own rows, so the
+    losses move apart from the one-process run's by more than float rounding."""
+    one, two = _one_and_two_processes(tmp_path, ["model.lora_dropout=0.05"])
+    la, lb = _losses(one), _losses(two)
+    assert la[0][0] == pytest.approx(lb[0][0], rel=1e-5)   # step 1: dropout leaves LoRA B = 0 alone
+    assert max(abs(ta - tb) / ta for (ta, _), (tb, _) in zip(la, lb)) > 1e-4

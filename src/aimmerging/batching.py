@@ -5,6 +5,10 @@
   -100 in ``labels``; training batches are right-padded, generation batches left-padded.
 - Inputs longer than ``max_input_tokens`` are cut in the middle, so that the
   instruction at the start and the answer cue ("Answer:") at the end both survive.
+- An input that gives no token at all (an empty text; whitespace for some tokenizers), with
+  a tokenizer that adds no special token of its own, becomes the one-token prompt
+  :attr:`Encoder.blank_prompt` (the tokenizer's BOS, else its EOS): a zero-length row would
+  break the model's reshapes in training and generation. Other prompts are unchanged.
 """
 
 from __future__ import annotations
@@ -64,13 +68,18 @@ class Encoder:
         self.prefix, self.suffix = _special_affixes(tokenizer)
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
+        bos = getattr(tokenizer, "bos_token_id", None)
+        #: the prompt of an input with no token of its own (see the module docstring)
+        self.blank_prompt: list[int] = self.prefix + self.suffix or [self.eos_id if bos is None else bos]
         self._cache: dict[tuple[str, str], Encoded] = {}
 
     def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
-        """Prompt ids for each text: specials added, cut in the middle to ``max_input_tokens``."""
+        """Prompt ids for each text: specials added, cut in the middle to ``max_input_tokens``;
+        a text with no token of its own gives :attr:`blank_prompt` (never an empty list)."""
         plain = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         budget = max(1, self.max_input_tokens - len(self.prefix) - len(self.suffix))
-        return [self.prefix + cut_middle(ids, budget) + self.suffix for ids in plain]
+        return [self.prefix + cut_middle(ids, budget) + self.suffix if ids else list(self.blank_prompt)
+                for ids in plain]
 
     def encode(self, examples) -> list[Encoded]:
         """Tokenise examples (objects with ``input`` and ``output``), cached by text."""

@@ -5,8 +5,11 @@
     aimmerging bench [--quick] [--only overhead,throughput,...] [--output DIR]
 
 Each benchmark module (``benchmarks/<name>.py``) has ``run(quick, output) -> dict``:
-it writes ``<name>.json`` (every ratio under a key containing ``ratio``) into the
-output folder and returns its figures with a one-line ``summary``, printed here.
+it writes ``<name>.json`` (every ratio under a key containing ``ratio``; the training
+benchmarks' achieved FLOP/s under ``flops``, as fractions of this machine's matmul peak
+under keys starting with ``fraction_of``; the machine, its CPU flags and load under
+``machine``) into the output folder and returns its figures with a one-line ``summary``,
+printed here.
 A combined ``summary.json`` is written at the end; it keeps the entries (with their
 dates) of the benchmarks that this call did not re-run, in the same mode. The folder is found in the
 current directory, then next to the package's source tree (an editable install),
@@ -28,7 +31,7 @@ from typing import Optional
 from .errors import ConfigError
 from .io import atomic_write_text
 
-BENCHMARKS = ("overhead", "throughput", "evaluation", "scaling", "memory")
+BENCHMARKS = ("overhead", "throughput", "evaluation", "scaling", "memory", "precision")
 PACKAGE = "aimmerging_benchmarks"
 
 
@@ -108,7 +111,8 @@ def cmd_bench(args) -> int:
         combined["benchmarks"][name] = {
             "summary": figures.get("summary"), "seconds": round(spent, 1),
             "measured_on": time.strftime("%Y-%m-%d"),
-            "ratios": _ratios(figures), "targets": figures.get("targets", {})}
+            "ratios": _ratios(figures), "fractions_of_peak": _fractions(figures),
+            "targets": figures.get("targets", {})}
         if "machine" in figures:
             combined["machine"] = figures["machine"]
     combined["seconds"] = round(time.perf_counter() - t_all, 1)
@@ -128,6 +132,19 @@ def _ratios(figures: dict, prefix: str = "") -> dict:
             out.update(_ratios(v, key + "."))
         elif "ratio" in str(k) and isinstance(v, (int, float)):
             out[key] = v if v == v and abs(v) != float("inf") else None   # JSON has no NaN
+    return out
+
+
+def _fractions(figures: dict, prefix: str = "", inside: bool = False) -> dict:
+    """Every achieved FLOP/s as a fraction of a measured matmul peak: the values under keys
+    starting with ``fraction_of`` (nested keys joined with dots; see ``benchmarks/_flops.py``)."""
+    out = {}
+    for k, v in figures.items():
+        key, here = f"{prefix}{k}", inside or str(k).startswith("fraction_of")
+        if isinstance(v, dict):
+            out.update(_fractions(v, key + ".", here))
+        elif here and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v if v == v and abs(v) != float("inf") else None
     return out
 
 

@@ -104,7 +104,8 @@ def _accelerator_for(cfg, run_dir: Optional[Path] = None):
 
     world = int(os.environ["WORLD_SIZE"])
     # evaluation runs on rank 0 while the others wait: allow long waits
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision,
+                                                              cfg.model.name),
                       log_with=cfg.train.report_to, cpu=not torch.cuda.is_available(),
                       project_dir=str(run_dir) if run_dir is not None else None,
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=3))])

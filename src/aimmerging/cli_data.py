@@ -83,30 +83,37 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     Returns 0 when all files load and every task has a train and a test split,
     2 otherwise (problems go to stderr as ``error: <message>``). Given a config, checks
-    the tasks of its ``data.tasks`` (:func:`check_config`).
+    the tasks of its ``data.tasks`` (:func:`check_config`). Records with an empty or
+    whitespace-only input are no problem (:mod:`aimmerging.batching` gives a prompt with no
+    token the tokenizer's BOS); a ``note:`` line names the file and the first such record.
     """
     if _is_config(args.dir):
         return check_config(args.dir, getattr(args, "data", None))
     tasks = list_tasks(args.dir)  # a missing or unrecognised folder raises DataError
     errors: list[str] = []
+    notes: list[str] = []
     rows: list[list[str]] = []
     for name, files in tasks.items():
-        row, problems = _folder_row(args.dir, name, files)
+        row, problems, blank_notes = _folder_row(args.dir, name, files)
+        notes += blank_notes
         rows.append(row)
         errors += problems
     print(format_table(["task", "benchmark", "metric", *SPLITS], rows))
     print(f"{len(tasks)} tasks, {len(errors)} problem(s)")
+    for message in notes:
+        print(f"note: {message}")
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 2 if errors else 0
 
 
-def _folder_row(data_dir, name: str, files: dict) -> tuple[list[str], list[str]]:
-    """One benchmark task's row of counts (train, dev, test files) and its problems."""
+def _folder_row(data_dir, name: str, files: dict) -> tuple[list[str], list[str], list[str]]:
+    """One benchmark task's row of counts (train, dev, test files), its problems and its notes
+    (files with records whose input is empty or white space)."""
     info = TASKS.get(name)
     # a task outside the registry is scored by exact match (runner.load_tasks)
     row = [name, info.benchmark if info else "custom", info.metric if info else "accuracy"]
-    errors = []
+    errors, notes = [], []
     for split in SPLITS:
         if split not in files:
             row.append("-")
@@ -114,11 +121,18 @@ def _folder_row(data_dir, name: str, files: dict) -> tuple[list[str], list[str]]
                 errors.append(f"{data_dir}: task {name!r} has no {split} split")
             continue
         try:
-            row.append(str(len(load_split(data_dir, name, split))))
+            examples = load_split(data_dir, name, split)
         except DataError as exc:
             row.append("ERROR")
             errors.append(str(exc))
-    return row, errors
+            continue
+        row.append(str(len(examples)))
+        blank = [ex.id for ex in examples if not ex.input.strip()]
+        if blank:
+            notes.append(f"{files[split]}: {len(blank)} record(s) with an empty or whitespace-only "
+                         f"input (first: id {blank[0]!r}); a prompt with no token is given the "
+                         f"tokenizer's BOS token alone")
+    return row, errors, notes
 
 
 def check_config(path: str, data: str | None = None) -> int:
@@ -135,7 +149,7 @@ def check_config(path: str, data: str | None = None) -> int:
     data_dir = data_folder(cfg, entries)
     available = list_tasks(data_dir) if data_dir is not None else {}
     split = cfg.eval.split
-    rows, errors = [], []
+    rows, errors, notes = [], [], []
     for entry in entries:
         drawn = None
         if isinstance(entry, str) and data_dir is None:
@@ -146,7 +160,8 @@ def check_config(path: str, data: str | None = None) -> int:
                 errors.append(f"data.dir: {data_dir} has no files for task {entry!r}")
                 rows.append([entry, "-", "-", "-", "-", "-", "-", "-"])
                 continue
-            row, problems = _folder_row(data_dir, entry, available[entry])
+            row, problems, blank_notes = _folder_row(data_dir, entry, available[entry])
+            notes += blank_notes
             if not problems:
                 try:
                     drawn = load_task_data(data_dir, entry, cfg.data.n_train, cfg.data.n_test,
@@ -174,6 +189,8 @@ def check_config(path: str, data: str | None = None) -> int:
         errors += problems
     print(format_table(["task", "benchmark", "metric", *SPLITS, "run_train", f"run_{split}"], rows))
     print(f"{len(entries)} tasks, {len(errors)} problem(s)")
+    for message in notes:
+        print(f"note: {message}")
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     return 2 if errors else 0

@@ -37,7 +37,8 @@ import torch
 from .controller import ControllerConfig, MergeController
 from .fusion import fuse_, fuse_elementwise_, l1_change, snapshot
 from .importance import ImportanceTracker
-from .monitoring import history_autocast, history_batch_size, history_key, history_shares_prefix
+from .monitoring import (history_autocast, history_batch_size, history_key, history_shares_prefix,
+                         set_training)
 
 __all__ = ["Host", "MemoryPasses", "MergingEngine", "seed_key"]
 
@@ -118,10 +119,10 @@ class MemoryPasses:
         if items is None:
             return float("nan")
         model = self.host.model
-        model.eval()
+        set_training(model, False)        # eval(): dropout off (one flat pass over the flags)
         with history_autocast(self.cfg.method.history_precision, model):
             loss = self.host.loss_on(items, history_shares_prefix(self.cfg, model)).detach()
-        model.train()
+        set_training(model, True)
         if self.host.world > 1:
             loss = self.host.reduce(loss.float())
         self.timing["monitor_seconds"] += time.perf_counter() - t0

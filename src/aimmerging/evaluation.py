@@ -10,6 +10,11 @@ its KV cache is copied into each batch, which holds ``[prefix | left padding | r
 with the padding masked, and ``generate`` continues from there. Positions come from
 the attention mask, so each token sees what it would see unpadded; the predictions
 are those of one-at-a-time generation (checked by ``aimmerging bench --only evaluation``).
+
+Inputs with no token of their own (empty, or whitespace a tokenizer drops) all have the same
+prompt, :attr:`~aimmerging.batching.Encoder.blank_prompt`: it is generated once, apart, and
+its prediction given to each of them; the other prompts are sorted, batched and share their
+prefix as if those inputs were absent.
 """
 
 from __future__ import annotations
@@ -57,24 +62,30 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
     was_training = model.training
     model.eval()
     prompts = encoder.encode_prompts(list(inputs))
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    blank = [i for i, p in enumerate(prompts) if p == encoder.blank_prompt]
+    order = sorted((i for i, p in enumerate(prompts) if p != encoder.blank_prompt),
+                   key=lambda i: (-len(prompts[i]), i))
     preds: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     tok = encoder.tokenizer
-    p_len = 0 if encoder.is_seq2seq or not share_prefix else shared_prefix_length(prompts)
+    p_len = 0 if encoder.is_seq2seq or not share_prefix else shared_prefix_length(
+        [prompts[i] for i in order])
     prefix_cache = None
     last_logits = last_logits_only(model, device) if not encoder.is_seq2seq else {}
+    # (rows, inputs they answer): sorted batches, then the blank prompt once for all blank inputs
+    batches = [(order[s:s + batch_size], order[s:s + batch_size]) for s in range(0, len(order), batch_size)]
+    if blank:
+        batches.append((blank[:1], blank))
     try:
         if p_len >= MIN_SHARED_PREFIX:
-            prefix = torch.tensor([prompts[0][:p_len]], device=device)
+            prefix = torch.tensor([prompts[order[0]][:p_len]], device=device)
             keep = {"logits_to_keep": no_logits(model, device)} if accepts_logits_to_keep(model) else {}
             prefix_cache = getattr(model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                                          use_cache=True, **keep), "cache", None)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx, answered in batches:
             rows = [prompts[i] for i in idx]
             extra = dict(last_logits)
-            if prefix_cache is not None:
+            if prefix_cache is not None and answered is not blank:
                 batch = _prefix_batch(encoder, rows, p_len)
                 extra["cache"] = copy.deepcopy(prefix_cache)
                 extra["cache"].batch_repeat_interleave(len(idx))
@@ -86,10 +97,12 @@ def generate(model, encoder: Encoder, inputs: Sequence[str], batch_size: int = 1
             if not encoder.is_seq2seq:
                 out = out[:, batch["input_ids"].shape[1]:]
             texts = tok.batch_decode(out, skip_special_tokens=True)
-            for i, text in zip(idx, texts):
+            if answered is blank:
+                texts = texts * len(blank)
+            for i, text in zip(answered, texts):
                 preds[i] = text.strip()
             if progress is not None:
-                progress.update(len(idx))
+                progress.update(len(answered))
     finally:
         model.train(was_training)
     return preds

@@ -25,7 +25,7 @@ from .config import RunConfig, flat_config
 from .engine import MemoryPasses, seed_key
 from .errors import TrainingError
 from .fusion import copy_into_, snapshot
-from .losses import batch_loss
+from .losses import IGNORE_INDEX, batch_loss
 from .memory import ReplayMemory
 from .methods.base import Stage
 from .models import add_lora, backbone_dtype, load_backbone, resolve_mixed_precision
@@ -75,8 +75,9 @@ class ContinualTrainer:
         self.cfg, self.run_dir, self.tasks = cfg, Path(run_dir), tasks
         self.task_names = [t.info.name for t in tasks]
         if accelerator is None:
-            accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
-                                      log_with=cfg.train.report_to, project_dir=str(run_dir))
+            precision = resolve_mixed_precision(cfg.train.mixed_precision, cfg.model.name)
+            accelerator = Accelerator(mixed_precision=precision, log_with=cfg.train.report_to,
+                                      project_dir=str(run_dir))
         self.accelerator = acc = accelerator
         self.world, self.rank = acc.num_processes, acc.process_index
         self.share_prefix_in_training = training_shares_prefix(cfg, self.world)
@@ -124,8 +125,22 @@ class ContinualTrainer:
         share_prefix = self.share_prefix_in_training if share_prefix is None else share_prefix
         if share_prefix and not self.encoder.is_seq2seq and can_share_prefix(self.model):
             # ranks may group differently: their passes must not be DDP collectives (no grad here)
-            return grouped_loss(self.model if self.world == 1 else self.net, batch)
-        return batch_loss(self.model, batch, self.encoder.is_seq2seq)
+            loss = grouped_loss(self.model if self.world == 1 else self.net, batch)
+        else:
+            loss = batch_loss(self.model, batch, self.encoder.is_seq2seq)
+        return loss if self.world == 1 else self._token_weighted(loss, batch)
+
+    def _token_weighted(self, loss: torch.Tensor, batch: dict) -> torch.Tensor:
+        """This rank's mean token loss times ``world * n_rank / n_all`` (labelled tokens), so that
+        the mean over ranks (DDP's gradient average, :meth:`reduce_mean`) is the mean over all
+        ranks' tokens, as one process computes it for the whole batch (docs/performance.md,
+        "Several processes"). One all-reduce of a count."""
+        labels = batch["labels"] if self.encoder.is_seq2seq else batch["labels"][:, 1:]
+        n = (labels != IGNORE_INDEX).sum().to(torch.float64)
+        total = self.accelerator.reduce(n.clone(), "sum")
+        if not total > 0:
+            return loss
+        return loss * (n * self.world / total).to(loss.dtype)
 
     def shard(self, examples: list) -> list:
         return examples if self.world == 1 else (examples[self.rank::self.world] or examples[:1])

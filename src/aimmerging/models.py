@@ -258,10 +258,26 @@ def add_lora(backbone: Backbone, r: int = 8, alpha: float = 32, dropout: float =
         raise ConfigError(f"model.target_modules: {str(exc).splitlines()[0]}") from None
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """``train.mixed_precision`` for Accelerate: ``auto`` is bf16 (else fp16) on a GPU, ``no`` on CPU."""
+def resolve_mixed_precision(setting: str, model_name: Optional[str] = None) -> str:
+    """``train.mixed_precision`` for Accelerate. ``auto``: on a GPU ``bf16`` where it has native
+    bfloat16 units (Ampere or later: the tensor cores' fp16 rate, without a loss scale), else
+    ``fp16``; on a CPU ``bf16`` only where bfloat16 is native and a matmul of the model's
+    shapes measured faster in it (:func:`aimmerging.precision.bfloat16_pays`), else ``no``
+    (float32). ``model_name`` (a :func:`resolve_model_path` name) gives the probe's shapes."""
+    from .precision import DEFAULT_SHAPE, bfloat16_pays, native_bfloat16, probe_shape
+
     if setting != "auto":
         return setting
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+        return "bf16" if native_bfloat16("cuda") else "fp16"
+    if not native_bfloat16("cpu"):            # no probe where bfloat16 is emulated
+        return "no"
+    shape = DEFAULT_SHAPE
+    if model_name is not None:
+        try:
+            from transformers import AutoConfig
+
+            shape = probe_shape(AutoConfig.from_pretrained(resolve_model_path(model_name)))
+        except (OSError, ValueError, ConfigError):
+            pass
+    return "bf16" if bfloat16_pays("cpu", shape) else "no"

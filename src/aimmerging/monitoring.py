@@ -31,17 +31,21 @@ about 1.5x faster on a CPU with AVX512-BF16 (``aimmerging bench --only overhead`
 - ``"auto"`` (default): bfloat16 when the backbone's weights are float32 (the LoRA
   adapter always is), the model has at least
   :data:`~aimmerging.prefix.MIN_SHARING_PARAMETERS` parameters (a tiny model's pass is
-  per-operation cost, which autocast's casts only add to) and its device computes
-  bfloat16 natively (:func:`native_bfloat16`); otherwise ``"model"``.
+  per-operation cost, which autocast's casts only add to) and bfloat16 measured faster on
+  its device (:func:`aimmerging.precision.bfloat16_pays`: native bfloat16, and a cached
+  probe of a matmul of the model's shapes at least 1.1x float32's rate); otherwise ``"model"``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
+from typing import Optional
 
 import torch
 
 from .losses import _unwrap
+from .precision import bfloat16_pays, native_bfloat16, probe_shape  # noqa: F401 (re-exported)
 from .prefix import sharing_pays
 
 
@@ -77,19 +81,6 @@ def history_shares_prefix(cfg, model) -> bool:
     return bool(share)
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a CUDA GPU with bfloat16 units (Ampere or
-    later; not emulated), or a CPU with AVX512-BF16 or AMX instructions."""
-    try:
-        if device.type == "cuda":
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        if device.type == "cpu":
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError, TypeError):   # a torch build without these probes
-        return False
-    return False
-
-
 def history_dtype(setting: str, model) -> torch.dtype | None:
     """``method.history_precision`` resolved for ``model`` (a Hugging Face model, PEFT- or
     DDP-wrapped or not): ``torch.bfloat16`` for an autocast pass, None for the model's own
@@ -103,7 +94,7 @@ def history_dtype(setting: str, model) -> torch.dtype | None:
     inner = _unwrap(model)      # the backbone's dtype and device (the LoRA adapter is float32)
     if getattr(inner, "dtype", None) != torch.float32 or not sharing_pays(model):
         return None
-    return torch.bfloat16 if native_bfloat16(inner.device) else None
+    return torch.bfloat16 if bfloat16_pays(inner.device, probe_shape(inner.config)) else None
 
 
 def describe_history_pass(cfg, model) -> str:
@@ -123,3 +114,38 @@ def history_autocast(setting: str, model) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
+
+
+_FLAT_MODULES: "weakref.WeakKeyDictionary[torch.nn.Module, Optional[list]]" = weakref.WeakKeyDictionary()
+
+
+def _flat_modules(model: torch.nn.Module) -> Optional[list]:
+    """Every module of ``model`` when none changes what ``train(mode)`` does beyond setting the
+    ``training`` flags (``nn.Module.train``; transformers' override without kernels); else None."""
+    from transformers import PreTrainedModel
+
+    mods = list(model.modules())
+    for m in mods:
+        train = type(m).train
+        if train is torch.nn.Module.train:
+            continue
+        if train is PreTrainedModel.train and not getattr(m, "use_kernels", False):
+            continue
+        return None                   # DDP, DoRA ...: their own train() runs
+    return mods
+
+
+def set_training(model: torch.nn.Module, mode: bool) -> None:
+    """``model.train(mode)`` as one flat pass over its modules: the same ``training`` flags
+    (hence the same results), without ``train``'s recursion through ``__setattr__`` (SmolLM2's
+    999 modules: about 26 ms for ``eval()`` and ``train()`` on a busy CPU, 3 ms flat), which
+    the history loss pays at every step. Falls back to ``model.train(mode)`` where a module
+    overrides ``train`` (:func:`_flat_modules`). The module list is kept per model."""
+    if model not in _FLAT_MODULES:
+        _FLAT_MODULES[model] = _flat_modules(model)
+    mods = _FLAT_MODULES[model]
+    if mods is None:
+        model.train(mode)
+        return
+    for m in mods:
+        object.__setattr__(m, "training", mode)

@@ -313,6 +313,9 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
                     cfg.train.mixed_precision, acc.device.type, cfg.train.mixed_precision)
     log.info("mixed precision: %s (train.mixed_precision: %s)",
              acc.mixed_precision if acc.native_amp else "none", cfg.train.mixed_precision)
+    from .precision import describe_bfloat16, probe_shape
+
+    log.info("bfloat16: %s", describe_bfloat16(acc.device, probe_shape(trainer.net.config)))
     weights = str(getattr(trainer.net.get_base_model(), "dtype", "?")).replace("torch.", "")
     log.info("backbone weights: %s (model.dtype: %s); LoRA adapter: float32", weights, cfg.model.dtype)
     log.info("history loss (where measured): %s", describe_history_pass(cfg, trainer.model))
