@@ -155,6 +155,16 @@ def _read_json(path: Path) -> dict:
         raise ConfigError(f"{path}: unreadable ({exc})") from None
 
 
+def comparison_folder(output) -> Path:
+    """``--output`` as a Path; ConfigError when it is not given or is not a folder."""
+    if output is None:
+        raise ConfigError("--output: give the folder of the comparison")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output: {out} is not a folder")
+    return out
+
+
 def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=None,
                  fwt: bool = True, progress: bool = True, data: Optional[str] = None) -> list[dict]:
     """Run every method of ``methods`` on the config into ``output/<method>/`` and write the table.
@@ -165,11 +175,7 @@ def compare_runs(config_path, methods, overrides: Sequence[str] = (), output=Non
     are written to ``output``.
     """
     names = parse_methods(methods)
-    if output is None:
-        raise ConfigError("--output: give the folder of the comparison")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output: {out} is not a folder")
+    out = comparison_folder(output)
     overrides = list(overrides or [])
     raw = locate_data(load_raw(config_path), overrides, data)
     source = str(config_path)

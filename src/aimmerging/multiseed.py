@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .compare import (DISPLAY_ORDER, SINGLE, _check_resumable, _check_same_config, _config_for,
-                      _read_json, _run_one, _say, parse_methods)
+                      _read_json, _run_one, _say, comparison_folder, parse_methods)
 from .config import load_raw, split_config_argument
 from .errors import ConfigError, missing_folder
 from .io import atomic_write_text
@@ -121,11 +121,7 @@ def compare_seeds(config_path, methods, seeds, overrides: Sequence[str] = (), ou
 
     names, seeds = parse_methods(methods), parse_seeds(seeds)
     ref = choose_reference(names, reference)
-    if output is None:
-        raise ConfigError("--output: give the folder of the comparison")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output: {out} is not a folder")
+    out = comparison_folder(output)
     overrides = list(overrides or [])
     if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
         raise ConfigError("--set seed=...: --seeds gives each run's seed")
