@@ -1,0 +1,108 @@
+"""The files of a one-seed comparison: ``comparison.csv``, ``.json`` and ``.md`` (the paper's
+table 2 columns plus table 6's time, and each method's accuracy matrix)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import ConfigError
+from .io import atomic_write_json, atomic_write_text
+
+#: the columns of comparison.csv
+COLUMNS = ("method", "OP", "FWT", "BWT", "train_seconds", "merges", "effective_merges")
+
+__all__ = ["COLUMNS", "markdown_table", "matrix_markdown", "read_json", "write_comparison"]
+
+
+def read_json(path: Path) -> dict:
+    """A run file's JSON; ConfigError naming the file when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+
+
+def _csv_text(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _cell(value, best: Optional[float], digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"**{text}**" if best is not None and value == best else text
+
+
+def matrix_markdown(method: str, tasks: Sequence[str], matrix: Sequence[Sequence]) -> list[str]:
+    """Lines of a markdown accuracy matrix (rows: task; columns: after training on; percent)."""
+    lines = [f"### {method}", "", "| task | " + " | ".join(f"after {t}" for t in tasks) + " |",
+             "|---|" + "---:|" * len(tasks)]
+    for t, row in zip(tasks, matrix):
+        cells = ["" if v is None else f"{v:.1f}" for v in row]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def markdown_table(rows: list[dict], meta: dict, matrices: Optional[dict] = None) -> str:
+    """The comparison as markdown: the paper's table 2 columns plus table 6's time.
+
+    ``matrices`` (method -> (tasks, accuracy matrix)) adds each method's matrix below.
+    """
+    best = {}
+    for col in ("OP", "FWT", "BWT"):
+        vals = [r[col] for r in rows if r.get(col) is not None]
+        best[col] = max(vals) if len(vals) > 1 and len(set(vals)) > 1 else None
+    tasks = meta.get("tasks") or []
+    over = meta.get("overrides") or []
+    lines = [f"# Continual-learning comparison: {Path(str(meta.get('config', '?'))).name}", "",
+             f"- config file: `{meta.get('config', '?')}`"
+             + (f" with `--set {' '.join(over)}`" if over else ""),
+             f"- seed: {meta.get('seed', '?')}; model: {meta.get('model', '?')}",
+             f"- {len(tasks)} tasks, in this order: {', '.join(tasks) if tasks else '?'}", "",
+             "| Method | OP ↑ | FWT ↑ | BWT ↑ | Training time (s) | Merges | Effective merges |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {_cell(r['OP'], best['OP'])} | "
+                     f"{_cell(r['FWT'], best['FWT'])} | {_cell(r['BWT'], best['BWT'])} | "
+                     f"{r['train_seconds']:.1f} | {r['merges']} | {r['effective_merges']} |")
+    a0 = meta.get("single_task_scores")
+    a0_text = (", ".join(f"{t} {v:.2f}" for t, v in a0.items()) if a0 else "not run (--no-fwt)")
+    lines += ["",
+              "OP, FWT and BWT are in percentage points after training on the final task "
+              "(SPEC.md \"Metrics\"); the best value of a column is in bold. ",
+              f"FWT compares each task's score right after training it with a0, the score of a "
+              f"LoRA trained on that task alone: the `single_task` run gives a0 ({a0_text}).",
+              "Training time is the wall time of the training loops in seconds (history-loss "
+              "monitoring, rehearsal and merges included; for the methods that do not use the "
+              "history loss, the time spent measuring it for the plots only is left out). "
+              "Merges counts every merge; effective merges are those with alpha_past > 0 "
+              "(the rehearsed knowledge was fused in).", ""]
+    if matrices:
+        lines += ["## Accuracy matrices (percent; rows: task, columns: after training on)", ""]
+        for method, (m_tasks, matrix) in matrices.items():
+            lines += matrix_markdown(method, m_tasks, matrix)
+    return "\n".join(lines)
+
+
+def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
+    """Write comparison.csv, comparison.json and comparison.md (atomically)."""
+    d = Path(directory)
+    matrices = {}
+    for r in rows:
+        path = d / r["method"] / "metrics.json"
+        m = read_json(path) if path.is_file() else {}
+        if m.get("tasks") and m.get("accuracy_matrix"):
+            matrices[r["method"]] = (m["tasks"], m["accuracy_matrix"])
+    return [atomic_write_text(d / "comparison.csv", _csv_text(rows)),
+            atomic_write_json(d / "comparison.json", {**meta, "rows": rows}),
+            atomic_write_text(d / "comparison.md", markdown_table(rows, meta, matrices))]
