@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Optional
 
-PHASES = {"_optimizer_step": "main", "history_loss": "history", "rehearse": "rehearsal"}
+#: (where, method) -> phase: the loop's main step, and the engine's memory passes
+#: (``trainer.passes``: the history loss and the rehearsal)
+PHASES = {("", "_optimizer_step"): "main", ("passes", "history_loss"): "history",
+          ("passes", "rehearse"): "rehearsal"}
 TIMERS = {"main": "train_step_seconds", "history": "monitor_seconds", "rehearsal": "rehearsal_seconds"}
 PEAK_SHAPE = (1024, 1024, 1024)
 
@@ -42,8 +45,8 @@ class FlopMeter:
             self.shapes = model_shapes(trainer.model)
         except ValueError:
             self.shapes = None
-        for name, phase in PHASES.items():
-            self._tag(name, phase)
+        for (where, name), phase in PHASES.items():
+            self._tag(getattr(trainer, where) if where else trainer, name, phase)
         inner = trainer.loss_on
 
         def loss_on(examples, *a, **k):
@@ -53,8 +56,8 @@ class FlopMeter:
 
         trainer.loss_on = loss_on
 
-    def _tag(self, name: str, phase: str) -> None:
-        inner = getattr(self.trainer, name)
+    def _tag(self, owner, name: str, phase: str) -> None:
+        inner = getattr(owner, name)
 
         def tagged(*a, **k):
             outer, self.phase = self.phase, phase
@@ -63,7 +66,7 @@ class FlopMeter:
             finally:
                 self.phase = outer
 
-        setattr(self.trainer, name, tagged)
+        setattr(owner, name, tagged)
 
     def count(self, examples: list, backward: bool) -> None:
         """Add one pass over ``examples`` (a LoRA backward pass too when ``backward``)."""

@@ -163,7 +163,7 @@ def test_the_flop_meter_counts_each_phase_of_a_real_run(tmp_path, monkeypatch):
     passes, seen = [], []
 
     def instrument(tr):
-        common.time_calls(tr, "history_loss", passes)
+        common.time_calls(tr.passes, "history_loss", passes)
         inner = tr.loss_on                                     # outside the meter's wrapper
 
         def loss_on(examples, *a, **k):
@@ -190,7 +190,7 @@ def test_the_flop_meter_counts_each_phase_of_a_real_run(tmp_path, monkeypatch):
     assert meter.flop["history"] == pytest.approx(expected[False])
     assert meter.flop["main"] + meter.flop["rehearsal"] == pytest.approx(expected[True])
     before = dict(meter.flop)
-    tr.history_loss(("after", 0))                              # after the run: not counted
+    tr.passes.history_loss(("after", 0))                       # after the run: not counted
     assert dict(meter.flop) == before
     fig = flops.figures(meter, m["timing_seconds"], m["counters"], {"float32_flop_per_s": 1e12})
     for phase in ("main", "history", "rehearsal"):
