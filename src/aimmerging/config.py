@@ -110,7 +110,8 @@ class MethodConfig(_Section):
     # least prefix.MIN_SHARING_PARAMETERS parameters (a tiny model's passes are fixed cost)
     history_share_prefix: Union[Literal["auto"], bool] = "auto"
     # the history pass's precision (monitoring.py): "auto" = bfloat16 autocast for a float32
-    # model of at least 50M parameters on a device with native bfloat16, else as the model runs
+    # model of at least 50M parameters where bfloat16 measured faster (precision.py), else as
+    # the model runs
     history_precision: Literal["auto", "model", "bfloat16"] = "auto"
     # merge controller (SPEC.md)
     s_init: int = Field(default=8, ge=1)
