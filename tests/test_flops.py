@@ -6,6 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from datapaths import DATA_ROOT
+
+from aimmerging import bench
 from aimmerging.batching import Encoder
 from aimmerging.data.formats import Example
 from aimmerging.flops import batch_flops, labelled_positions_of, model_shapes
@@ -95,3 +98,55 @@ def test_encoder_decoder_models_are_refused():
     bb = load_backbone("tiny-t5")
     with pytest.raises(ValueError, match="decoder-only"):
         model_shapes(bb.model)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "data_longsequence").is_dir(), reason="benchmark data not present")
+@pytest.mark.timeout(240)
+def test_the_flop_meter_counts_each_phase_of_a_real_run(tmp_path, monkeypatch):
+    """The benchmarks' FLOP meter (benchmarks/_flops.py) on a real run: the phases that ran are
+    counted, as the FLOP formula gives them (an Accelerator in this process: after test_clipping)."""
+    import torch
+
+    monkeypatch.setenv("AIMMERGING_BENCH_DATA", str(DATA_ROOT))
+    common, flops = bench.load_benchmark("_common"), bench.load_benchmark("_flops")
+    cfg = common.make_config(["model.name=tiny-llama", "method.name=aimmerging",
+                              "data.tasks=[dbpedia,amazon]", "data.n_train=16", "data.n_test=1",
+                              "eval.max_new_tokens=1", "train.epochs=1", "train.max_steps_per_task=2",
+                              "method.s_init=1", "method.s_min=1", "method.skip_idle_rehearsal=false"])
+    passes, seen = [], []
+
+    def instrument(tr):
+        common.time_calls(tr.passes, "history_loss", passes)
+        inner = tr.loss_on                                     # outside the meter's wrapper
+
+        def loss_on(examples, *a, **k):
+            seen.append((list(examples), torch.is_grad_enabled()))
+            return inner(examples, *a, **k)
+
+        tr.loss_on = loss_on
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = common.run_trainer(cfg, tmp_path / "run", instrument=instrument)
+    finally:
+        torch.set_num_threads(threads)
+    meter, m, tr = res["flops"], res["metrics"], res["trainer"]
+    assert meter.calls["main"] == m["counters"]["train_steps"] == 4
+    assert meter.calls["history"] == len(passes) == 2           # the second task's steps
+    assert meter.calls["rehearsal"] == m["counters"]["rehearsal_steps"] > 0
+    expected = {True: 0.0, False: 0.0}
+    for examples, grad in seen:
+        enc = tr.encoder.encode(examples)
+        expected[grad] += batch_flops(meter.shapes, [len(e.prompt) + len(e.answer) for e in enc],
+                                      sum(len(e.answer) for e in enc), backward=grad)["total"]
+    assert meter.flop["history"] == pytest.approx(expected[False])
+    assert meter.flop["main"] + meter.flop["rehearsal"] == pytest.approx(expected[True])
+    before = dict(meter.flop)
+    tr.passes.history_loss(("after", 0))                       # after the run: not counted
+    assert dict(meter.flop) == before
+    fig = flops.figures(meter, m["timing_seconds"], m["counters"], {"float32_flop_per_s": 1e12})
+    for phase in ("main", "history", "rehearsal"):
+        assert set(fig[phase]) >= {"flop", "seconds", "flop_per_s", "fraction_of_float32_peak"}
+        assert fig[phase]["fraction_of_float32_peak"] == pytest.approx(fig[phase]["flop_per_s"] / 1e12)
+    assert "GFLOP/s" in flops.describe(fig)

@@ -165,7 +165,8 @@ class MethodConfig(_Section):
     parameters and memory batches of at least 6 rows)."""
     history_precision: Literal["auto", "model", "bfloat16"] = "auto"
     """Precision of the history-loss pass (`auto`: bfloat16 autocast for a float32 model of at
-    least 50M parameters on a device with native bfloat16, else as the model runs)."""
+    least 50M parameters where bfloat16 is native and measured faster, else as the model runs;
+    docs/performance.md)."""
     s_init: int = Field(default=8, ge=1)
     """S_init: the merge interval at the start of each task, in steps."""
     window: int = Field(default=3, ge=1)
