@@ -24,15 +24,16 @@ def read_json(path: Path) -> dict:
         raise ConfigError(f"{path}: unreadable ({exc})") from None
 
 
-def _csv_text(rows: list[dict]) -> str:
+def rows_csv(rows: list[dict], columns: Sequence[str]) -> str:
+    """CSV text of ``rows`` with a header of ``columns``; None becomes an empty cell."""
     import csv
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in COLUMNS})
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
     return buf.getvalue()
 
 
@@ -103,6 +104,6 @@ def write_comparison(directory, rows: list[dict], meta: dict) -> list[Path]:
         m = read_json(path) if path.is_file() else {}
         if m.get("tasks") and m.get("accuracy_matrix"):
             matrices[r["method"]] = (m["tasks"], m["accuracy_matrix"])
-    return [atomic_write_text(d / "comparison.csv", _csv_text(rows)),
+    return [atomic_write_text(d / "comparison.csv", rows_csv(rows, COLUMNS)),
             atomic_write_json(d / "comparison.json", {**meta, "rows": rows}),
             atomic_write_text(d / "comparison.md", markdown_table(rows, meta, matrices))]

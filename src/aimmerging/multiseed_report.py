@@ -18,12 +18,11 @@ Everything is read from ``metrics.json``, ``merge_trace.csv``, ``example_scores.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .compare import SINGLE, _fwt_from, _read_json, table_row
+from .compare_report import rows_csv
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
 from .results import EXAMPLE_SCORES, read_example_scores
@@ -176,15 +175,6 @@ def _difference(m: str, ref: str, records: dict, scores: dict, runs: dict, draws
 
 
 # --- files ------------------------------------------------------------------------------------
-def _csv(rows: list[dict], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
-    return buf.getvalue()
-
-
 def write_report(directory, summary: dict, meta: dict) -> list[Path]:
     """Write comparison.csv, comparison_runs.csv, comparison.json, comparison.md and
     comparison.png into ``directory`` (atomically); returns their paths."""
@@ -192,8 +182,8 @@ def write_report(directory, summary: dict, meta: dict) -> list[Path]:
 
     d = Path(directory)
     data = {**meta, **summary}
-    paths = [atomic_write_text(d / "comparison.csv", _csv(summary["rows"], METHOD_COLUMNS)),
-             atomic_write_text(d / "comparison_runs.csv", _csv(summary["runs"], RUN_COLUMNS)),
+    paths = [atomic_write_text(d / "comparison.csv", rows_csv(summary["rows"], METHOD_COLUMNS)),
+             atomic_write_text(d / "comparison_runs.csv", rows_csv(summary["runs"], RUN_COLUMNS)),
              atomic_write_json(d / "comparison.json", data)]
     figure = plot_comparison(summary, d / "comparison.png")
     paths.append(atomic_write_text(d / "comparison.md", markdown_report(data, figure is not None)))
