@@ -144,3 +144,11 @@ def test_fractions_of_peak_are_collected_from_nested_keys():
                "fraction_of_float32_peak": {"no": 0.4}, "x_ratio": 2}
     assert bench._fractions(figures) == {"flops.main.fraction_of_float32_peak": 0.5,
                                          "fraction_of_float32_peak.no": 0.4}
+
+
+def test_summary_names_the_machine_from_a_benchmark_s_file(tmp_path):
+    assert bench._written_machine(tmp_path / "none.json") is None
+    (tmp_path / "x.json").write_text(json.dumps({"machine": {"cpu": "c", "cpu_flags": {"avx2": True}}}))
+    assert bench._written_machine(tmp_path / "x.json")["cpu_flags"] == {"avx2": True}
+    (tmp_path / "y.json").write_text("[1]")
+    assert bench._written_machine(tmp_path / "y.json") is None

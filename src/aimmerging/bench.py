@@ -113,12 +113,22 @@ def cmd_bench(args) -> int:
             "measured_on": time.strftime("%Y-%m-%d"),
             "ratios": _ratios(figures), "fractions_of_peak": _fractions(figures),
             "targets": figures.get("targets", {})}
-        if "machine" in figures:
-            combined["machine"] = figures["machine"]
+        facts = figures.get("machine") or _written_machine(output / f"{name}.json")
+        if facts:
+            combined["machine"] = facts
     combined["seconds"] = round(time.perf_counter() - t_all, 1)
     atomic_write_text(output / "summary.json", json.dumps(combined, indent=2) + "\n")
     print(f"done in {combined['seconds']:.0f} s; figures in {output}", flush=True)
     return 1 if failed else 0
+
+
+def _written_machine(path: Path) -> Optional[dict]:
+    """The ``machine`` record (CPU model and flags, load) of a benchmark's JSON file, if any."""
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8")).get("machine")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return facts if isinstance(facts, dict) else None
 
 
 def _ratios(figures: dict, prefix: str = "") -> dict:
