@@ -31,12 +31,8 @@ BASE = {
 STAGES = ["stage01_demo_sentiment", "stage02_demo_topic", "stage03_demo_color"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: one torch thread, the same in every run (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(name, **method):
