@@ -155,3 +155,32 @@ def test_refusals_come_before_any_training(seeded: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="holds a one-seed run"):
         compare_seeds(SMOKE, ["seq_lora", "replay"], [1], SMALL, one, progress=False)
     assert sorted(p.name for p in one.iterdir()) == ["replay"]
+
+
+@needs_data
+def test_the_summaries_are_written_from_a_collected_study(seeded: Path, tmp_path: Path) -> None:
+    """--collect into a checkout's docs/results/cpu_small, then `aimmerging docs`'s blocks:
+    every method's row in README.md, the fusion cases in docs/results.md, and --check stale
+    once the committed comparison changes."""
+    from aimmerging.docgen import write_blocks
+    from aimmerging.study_report import STUDY
+
+    dest = tmp_path / STUDY
+    assert main(["compare", "--from", str(seeded), "--collect", str(dest), "--bootstrap", "300",
+                 "--quiet"]) == 0
+    markers = "<!-- begin generated: results (aimmerging docs) -->\n<!-- end generated: results -->\n"
+    (tmp_path / "docs").mkdir(exist_ok=True)
+    for page in ("README.md", "docs/results.md"):
+        (tmp_path / page).write_text("# page\n\n" + markers)
+    assert sorted(write_blocks(tmp_path)) == ["README.md", "docs/results.md"]
+    assert write_blocks(tmp_path, check=True) == []
+    readme = (tmp_path / "README.md").read_text()
+    for m in METHODS:
+        assert f"| `{m}` | 2 |" in readme
+    runs = {(r["method"], int(r["seed"])): r for r in _csv(dest / "comparison_runs.csv")}
+    merges = sum(int(runs[("aimmerging", s)]["merges"]) for s in SEEDS) / len(SEEDS)
+    assert f"| `aimmerging` | 2 | {merges:.1f} |" in (tmp_path / "docs/results.md").read_text()
+    data = json.loads((dest / "comparison.json").read_text())
+    data["rows"][0]["OP_mean"] = 99.0
+    (dest / "comparison.json").write_text(json.dumps(data))
+    assert sorted(write_blocks(tmp_path, check=True)) == ["README.md", "docs/results.md"]

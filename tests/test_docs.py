@@ -47,3 +47,9 @@ def test_cli_page_lists_every_command():
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     for command in ("run", "demo", "compare", "plot", "export", "bench", "data check", "data show", "docs"):
         assert f"## `aimmerging {command}`" in text, command
+
+
+def test_study_summaries_match_the_committed_results():
+    """README.md's and docs/results.md's study tables are what the committed
+    docs/results/cpu_small/ gives (aimmerging docs rewrites them)."""
+    assert docgen.write_blocks(DOCS.parent, check=True) == [], "run `aimmerging docs` and commit"

@@ -1,0 +1,268 @@
+"""The study's summaries in README.md and docs/results.md, generated from a committed
+comparison over seeds (``comparison.json`` and the run folders beside it, as
+``aimmerging compare --from DIR --collect DEST`` writes them).
+
+The pages hold each summary between two markers::
+
+    <!-- begin generated: NAME (aimmerging docs) -->
+    ...
+    <!-- end generated: NAME -->
+
+and ``aimmerging docs`` rewrites what is between them (:func:`replace_block`); ``aimmerging
+docs --check`` and ``tests/test_docs.py`` fail when a page no longer matches the committed
+files, so that no number in those pages is typed in by hand.
+
+- :func:`readme_summary`: the method table (mean ± std over seeds of OP, BWT, FWT, and the
+  OP and BWT difference from the reference with its 95% interval), which differences are
+  real, and the runs still missing;
+- :func:`results_details`: the same table in full, the fusion cases per method
+  (SPEC.md "Fusion cases"), the forgetting signal's activations, the rehearsal, and each
+  task's score right after its training and after the last task, per method.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConfigError
+from .stats import excludes_zero, mean_std
+
+__all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "blocks"]
+
+#: the committed study that the pages summarize, relative to the checkout's root
+STUDY = Path("docs/results/cpu_small")
+_BEGIN = "<!-- begin generated: {name} (aimmerging docs) -->"
+_END = "<!-- end generated: {name} -->"
+
+
+def replace_block(text: str, name: str, body: str, where: str = "page") -> str:
+    """``text`` with the lines between the markers of block ``name`` replaced by ``body``.
+    Raises ConfigError naming ``where`` when the page lacks either marker or holds them out
+    of order."""
+    begin, end = _BEGIN.format(name=name), _END.format(name=name)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < 0 or j < i:
+        raise ConfigError(f"{where}: no block {begin!r} ... {end!r} to write the summary into")
+    return text[:i + len(begin)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
+
+
+def load_study(folder) -> Optional[dict]:
+    """``comparison.json`` of ``folder`` with each finished run's per-task scores added
+    (``data["scores"][method][seed] = {"final": {task: %}, "learned": {task: %}}``, from the
+    run's ``metrics.json``), and each run's forgetting-signal activations
+    (``data["activations"][method][seed]``: merges with ``activations`` > 0 in
+    ``merge_trace.csv``). None when ``folder`` holds no comparison. Raises ConfigError naming
+    the file that is unreadable."""
+    folder = Path(folder)
+    path = folder / "comparison.json"
+    if not path.is_file():
+        return None
+    data = _json(path)
+    data["scores"], data["activations"], data["settings"] = {}, {}, {}
+    for run in data.get("runs") or []:
+        m, s = run["method"], run["seed"]
+        run_dir = folder / m / f"seed{s}"
+        metrics = _json(run_dir / "metrics.json")
+        tasks = list(metrics.get("tasks") or [])
+        matrix = metrics.get("accuracy_matrix") or []
+        learned = {t: matrix[i][i] for i, t in enumerate(tasks) if i < len(matrix) and i < len(matrix[i])}
+        data["scores"].setdefault(m, {})[s] = {"final": dict(metrics.get("final_scores") or {}),
+                                               "learned": learned}
+        trace = run_dir / "merge_trace.csv"
+        with open(trace, newline="", encoding="utf-8") as f:
+            fired = sum(1 for r in csv.DictReader(f) if float(r.get("activations") or 0) > 0)
+        data["activations"].setdefault(m, {})[s] = fired
+        if not data["settings"]:
+            data["settings"] = _settings(run_dir)
+    for s, a0 in (data.get("single_task_scores") or {}).items():
+        data["scores"].setdefault("single_task", {})[s] = {"final": {}, "learned": dict(a0 or {})}
+    return data
+
+
+def _settings(run_dir: Path) -> dict:
+    """``{"split", "n_test"}`` of the run's ``config.yaml`` (what the tables were scored on)."""
+    from .rundir import saved_config
+
+    cfg = saved_config(run_dir)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{run_dir / 'config.yaml'}: absent or not a mapping")
+    return {"split": (cfg.get("eval") or {}).get("split", "test"),
+            "n_test": (cfg.get("data") or {}).get("n_test")}
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a JSON object")
+    return data
+
+
+# --- the pieces -------------------------------------------------------------------------------
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+
+
+def _diff(row: dict, col: str) -> str:
+    d = row.get(f"{col}_diff")
+    if d is None:
+        return "-"
+    low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
+    text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
+    return f"**{text}**" if excludes_zero((low, high)) else text
+
+
+def _method_table(data: dict, fwt: bool = True) -> list[str]:
+    ref = data.get("reference")
+    head = ["Method", "Seeds", "OP ↑", "BWT ↑"] + (["FWT ↑"] if fwt else [])
+    head += [f"OP − {ref} [95%]", f"BWT − {ref} [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in data["rows"]:
+        is_ref = r["method"] == ref
+        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["OP_mean"], r["OP_std"]),
+                 _pm(r["BWT_mean"], r["BWT_std"])]
+        cells += [_pm(r["FWT_mean"], r["FWT_std"])] if fwt else []
+        cells += ["(reference)"] * 2 if is_ref else [_diff(r, "OP"), _diff(r, "BWT")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _verdicts(data: dict) -> list[str]:
+    """One sentence per metric: the methods whose difference from the reference excludes 0
+    (better or worse), and those with no measurable difference."""
+    ref, out = data.get("reference"), []
+    for col, name in (("OP", "OP"), ("BWT", "BWT")):
+        better, worse, none = [], [], []
+        for r in data["rows"]:
+            if r["method"] == ref or r.get(f"{col}_diff") is None:
+                continue
+            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
+            (better if low > 0 else worse if high < 0 else none).append(f"`{r['method']}`")
+        parts = []
+        if better:
+            parts.append(f"above `{ref}`: {', '.join(better)}")
+        if worse:
+            parts.append(f"below `{ref}`: {', '.join(worse)}")
+        if none:
+            parts.append(f"no measurable difference from `{ref}`: {', '.join(none)}")
+        if parts:
+            out.append(f"- {name}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _missing(data: dict) -> list[str]:
+    missing = data.get("missing") or []
+    if not missing:
+        return []
+    by_method: dict = {}
+    for x in missing:
+        by_method.setdefault(x["method"], []).append(str(x["seed"]))
+    runs = len(data.get("runs") or [])
+    return [f"The study is not complete: {runs} runs are in, and these are missing (the means "
+            f"and intervals are over the seeds present): "
+            + "; ".join(f"`{m}` seed {', '.join(s)}" for m, s in by_method.items()) + "."]
+
+
+def _recompute(folder: str) -> str:
+    return (f"Every number here is recomputed from the committed run files by "
+            f"`aimmerging compare --from {folder}` (then `aimmerging docs`).")
+
+
+def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
+    """The README's results: the method table, the verdicts, the missing runs. ``data``:
+    :func:`load_study`'s; None gives a line saying that no run has been committed."""
+    if data is None:
+        return (f"No run of the study has been committed yet (`{folder}/` is empty); "
+                f"docs/results.md gives its design and commands.")
+    seeds = ", ".join(map(str, data.get("seeds") or []))
+    settings = data.get("settings") or {}
+    n = settings.get("n_test")
+    lines = [f"OP, BWT and FWT in percent: mean ± standard deviation over seeds {seeds}; the "
+             f"difference from `{data.get('reference')}` with its 95% paired-bootstrap interval, "
+             f"in bold where it excludes 0. Scored on the {settings.get('split', 'test')} split"
+             + (f", {n} examples per task." if n else "."), ""]
+    lines += _method_table(data) + [""] + _verdicts(data)
+    lines += [""] + _missing(data) if data.get("missing") else []
+    return "\n".join(lines + ["", _recompute(folder)])
+
+
+def _fusion_table(data: dict) -> list[str]:
+    runs: dict = {}
+    for r in data.get("runs") or []:
+        runs.setdefault(r["method"], []).append(r)
+    fired = data.get("activations") or {}
+    head = ["Method", "Runs", "Merges", "No-op (1, 0)", "Tie (0.5, 0.5)", "Discard (0, 1)",
+            "Mixed", "With an activation", "Rehearsal steps run", "Main steps"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m, rs in runs.items():
+        if not any(r["merges"] for r in rs):
+            continue
+        n = len(rs)
+        mean = lambda key: sum(r[key] or 0 for r in rs) / n   # noqa: E731
+        act = sum(fired.get(m, {}).values()) / n if fired.get(m) else 0
+        cells = [f"`{m}`", str(n), f"{mean('merges'):.1f}"]
+        cells += [f"{mean(c):.1f}" for c in ("no_op", "tie", "discard", "mixed")]
+        cells += [f"{act:.1f}", f"{mean('rehearsal_steps_run'):.1f}", f"{mean('main_steps'):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _task_table(data: dict) -> list[str]:
+    tasks = data.get("tasks") or []
+    scores = data.get("scores") or {}
+    head = ["Method"] + [f"{t} (learned → final)" for t in tasks]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(tasks)]
+    for m in [r["method"] for r in data["rows"]] + (["single_task"] if "single_task" in scores else []):
+        by_seed = scores.get(m) or {}
+        if not by_seed:
+            continue
+        cells = [f"`{m}`"]
+        for t in tasks:
+            learned = mean_std(v["learned"].get(t) for v in by_seed.values()
+                               if v["learned"].get(t) is not None)[0]
+            final = mean_std(v["final"].get(t) for v in by_seed.values()
+                             if v["final"].get(t) is not None)[0]
+            if m == "single_task" or learned is None or final is None:
+                cells.append("-" if learned is None else f"{learned:.1f}")
+            else:
+                cells.append(f"{learned:.1f} → {final:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
+    """docs/results.md's tables: the method table with FWT, the verdicts, the missing runs,
+    the fusion cases and rehearsal per method (mean per run), and each task's score right
+    after its training and after the last task (mean over seeds). ``data``:
+    :func:`load_study`'s, or None."""
+    if data is None:
+        return f"No run of the study has been committed yet (`{folder}/` is empty)."
+    lines = ["### Methods", ""] + _method_table(data) + [""] + _verdicts(data)
+    lines += [""] + _missing(data) if data.get("missing") else []
+    lines += ["", "### Merges and their fusion cases", "",
+              "Mean per run (a run is one method at one seed, all tasks); \"with an activation\" "
+              "counts the merges whose interval saw the forgetting signal fire (the history loss "
+              "above its threshold, `activations` > 0 in `merge_trace.csv`).", ""]
+    lines += _fusion_table(data)
+    lines += ["", "### Each task, right after its training and after the last task", "",
+              "Mean over seeds of the task's score (percent) right after its own stage "
+              "(a[i][i]) and after the last stage (a[i][T]); `single_task` trains each task "
+              "alone (FWT's a0).", ""]
+    lines += _task_table(data)
+    return "\n".join(lines + ["", _recompute(folder)])
+
+
+def blocks(root) -> list[tuple[Path, str, str]]:
+    """``[(page, block name, body)]``: the generated summaries of the checkout ``root``."""
+    root = Path(root)
+    data = load_study(root / STUDY)
+    return [(root / "README.md", "results", readme_summary(data)),
+            (root / "docs" / "results.md", "results", results_details(data))]
+

@@ -1,0 +1,81 @@
+"""The study's summaries (aimmerging.study_report): the markers, the verdicts, the missing
+runs, and the committed study recomputed from its run files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aimmerging import study_report
+from aimmerging.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(method, op_diff=None, low=None, high=None, seeds=3):
+    row = {"method": method, "seeds": seeds, "OP_mean": 60.0, "OP_std": 1.0, "FWT_mean": -1.0,
+           "FWT_std": 0.5, "BWT_mean": -5.0, "BWT_std": 2.0, "OP_diff": op_diff,
+           "OP_diff_low": low, "OP_diff_high": high, "BWT_diff": None}
+    return row
+
+
+def _data(rows, missing=()):
+    return {"seeds": [42, 43, 44], "reference": "replay", "rows": rows, "runs": [],
+            "missing": list(missing), "settings": {"split": "test", "n_test": 250}}
+
+
+def test_the_markers_bound_what_is_replaced():
+    page = "intro\n<!-- begin generated: results (aimmerging docs) -->\nold\n<!-- end generated: results -->\nafter\n"
+    new = study_report.replace_block(page, "results", "new table")
+    assert new == page.replace("old", "new table")
+    assert study_report.replace_block(new, "results", "new table") == new
+    with pytest.raises(ConfigError, match="README.md: no block"):
+        study_report.replace_block("no markers here", "results", "x", where="README.md")
+
+
+def test_verdicts_follow_the_intervals():
+    text = study_report.readme_summary(_data([
+        _row("replay"), _row("aimmerging", 1.5, 0.2, 2.8), _row("seq_lora", -9.0, -11.0, -7.0),
+        _row("fixed_interval", 0.4, -1.0, 1.8)]))
+    assert "**+1.5 [+0.2, +2.8]**" in text                       # excludes 0: bold
+    assert "+0.4 [-1.0, +1.8]" in text and "**+0.4" not in text
+    assert "- OP: above `replay`: `aimmerging`; below `replay`: `seq_lora`; no measurable " \
+           "difference from `replay`: `fixed_interval`." in text
+    assert "test split, 250 examples per task" in text
+    assert "not complete" not in text
+
+
+def test_missing_runs_are_named():
+    text = study_report.readme_summary(_data(
+        [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},
+                                    {"method": "aimmerging", "seed": 44, "why": "not finished"}]))
+    assert "The study is not complete" in text and "`aimmerging` seed 43, 44" in text
+
+
+def test_no_study_says_so():
+    assert "No run of the study has been committed yet" in study_report.readme_summary(None)
+    assert study_report.load_study(ROOT / "no_such_folder") is None
+
+
+def test_an_unreadable_comparison_names_its_file(tmp_path):
+    (tmp_path / "comparison.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="comparison.json: unreadable"):
+        study_report.load_study(tmp_path)
+
+
+COMMITTED = ROOT / study_report.STUDY
+
+
+@pytest.mark.skipif(not (COMMITTED / "comparison.json").is_file(), reason="no committed study")
+def test_the_committed_comparison_is_recomputed_from_its_run_files(tmp_path):
+    """Every number of the committed comparison comes back from the committed run files
+    (the fusion cases from each merge_trace.csv, the intervals from example_scores.csv)."""
+    from aimmerging.multiseed import tabulate
+
+    committed = json.loads((COMMITTED / "comparison.json").read_text())
+    tabulate(COMMITTED, reference=committed["reference"], output=tmp_path, progress=False)
+    again = json.loads((tmp_path / "comparison.json").read_text())
+    for key in ("rows", "runs", "missing", "seeds", "methods", "single_task_scores"):
+        assert again[key] == committed[key], key
