@@ -79,3 +79,17 @@ def test_the_committed_comparison_is_recomputed_from_its_run_files(tmp_path):
     again = json.loads((tmp_path / "comparison.json").read_text())
     for key in ("rows", "runs", "missing", "seeds", "methods", "single_task_scores"):
         assert again[key] == committed[key], key
+
+
+def test_threshold_peaks_take_each_intervals_highest_loss(tmp_path):
+    path = tmp_path / "signals.csv"
+    rows = ["task,stage,step,train_loss,history_loss,threshold,interval,lr",
+            "a,2,1,1,0.4,,8,0", "a,2,2,1,0.5,1.0,8,0", "a,2,3,1,0.7,1.0,8,0",   # interval 1
+            "a,2,4,1,0.9,,8,0", "a,2,5,1,2.5,2.0,8,0", "a,2,6,1,1.0,2.0,8,0",   # interval 2 fires
+            "b,3,1,1,0.3,,8,0", "b,3,2,1,0.2,2.0,8,0"]                          # next stage
+    path.write_text("\n".join(rows) + "\n")
+    assert study_report.threshold_peaks(path) == pytest.approx([0.7, 1.25, 0.1])
+    assert study_report.threshold_peaks(tmp_path / "absent.csv") == []
+    path.write_text(rows[0] + "\na,2,1,1,x,1.0,8,0\n")
+    with pytest.raises(ConfigError, match="signals.csv, row 1: history_loss"):
+        study_report.threshold_peaks(path)

@@ -37,9 +37,11 @@ from .stats import BOOTSTRAP_DRAWS
 __all__ = ["COLLECTED", "parse_seeds", "find_runs", "compare_seeds", "tabulate",
            "check_same_settings", "collect_results", "add_seed_args", "cmd_multiseed"]
 
-#: the files of a run that ``--collect`` copies (what the tables are computed from)
+#: the files of a run that ``--collect`` copies: what the tables are computed from, and
+#: ``signals.csv`` (docs/results.md's threshold peaks) and ``accuracy_matrix.json``, with
+#: which ``aimmerging plot`` draws a collected run's figures
 COLLECTED = ("config.yaml", "metrics.json", "accuracy_matrix.csv", "merge_trace.csv",
-             "example_scores.csv")
+             "example_scores.csv", "signals.csv", "accuracy_matrix.json")
 _SEED = re.compile(r"seed(\d+)")
 
 

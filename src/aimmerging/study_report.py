@@ -16,21 +16,24 @@ files, so that no number in those pages is typed in by hand.
   OP and BWT difference from the reference with its 95% interval), which differences are
   real, and the runs still missing;
 - :func:`results_details`: the same table in full, the fusion cases per method
-  (SPEC.md "Fusion cases"), the forgetting signal's activations, the rehearsal, and each
-  task's score right after its training and after the last task, per method.
+  (SPEC.md "Fusion cases"), the forgetting signal's activations and how close the history
+  loss came to its threshold (:func:`threshold_peaks`), the rehearsal, and each task's
+  score right after its training and after the last task, per method.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
 from .stats import excludes_zero, mean_std
 
-__all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "blocks"]
+__all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "threshold_peaks",
+           "blocks"]
 
 #: the committed study that the pages summarize, relative to the checkout's root
 STUDY = Path("docs/results/cpu_small")
@@ -61,7 +64,7 @@ def load_study(folder) -> Optional[dict]:
     if not path.is_file():
         return None
     data = _json(path)
-    data["scores"], data["activations"], data["settings"] = {}, {}, {}
+    data["scores"], data["activations"], data["settings"], data["peaks"] = {}, {}, {}, {}
     for run in data.get("runs") or []:
         m, s = run["method"], run["seed"]
         run_dir = folder / m / f"seed{s}"
@@ -75,11 +78,44 @@ def load_study(folder) -> Optional[dict]:
         with open(trace, newline="", encoding="utf-8") as f:
             fired = sum(1 for r in csv.DictReader(f) if float(r.get("activations") or 0) > 0)
         data["activations"].setdefault(m, {})[s] = fired
+        peaks = threshold_peaks(run_dir / "signals.csv")
+        if peaks:
+            data["peaks"].setdefault(m, {})[s] = peaks
         if not data["settings"]:
             data["settings"] = _settings(run_dir)
     for s, a0 in (data.get("single_task_scores") or {}).items():
         data["scores"].setdefault("single_task", {})[s] = {"final": {}, "learned": dict(a0 or {})}
     return data
+
+
+def threshold_peaks(signals) -> list[float]:
+    """For each merge interval of a run with a forgetting threshold (SPEC.md: delta =
+    gamma_forget x the mean history loss of the interval's first steps), the interval's
+    highest history loss divided by delta, from ``signals.csv`` (``history_loss``,
+    ``threshold``): a value >= 1 means the signal fired in that interval, one far below 1
+    that the history loss never came near. An interval is a stretch of consecutive steps of
+    one stage with the same threshold. [] when the file is absent or has no threshold.
+    Raises ConfigError naming the file and row when a cell is not a number."""
+    from .traces import as_float, read_csv_rows
+
+    peaks: list[float] = []
+    last = None
+    for n, row in enumerate(read_csv_rows(Path(signals)), start=1):
+        try:
+            loss, delta = as_float(row.get("history_loss")), as_float(row.get("threshold"))
+        except ValueError:
+            raise ConfigError(f"{signals}, row {n}: history_loss or threshold is not a "
+                              f"number") from None
+        if loss is None or delta is None or delta <= 0:
+            last = None
+            continue
+        key = (row.get("stage"), delta)
+        if key != last:
+            peaks.append(loss / delta)
+            last = key
+        else:
+            peaks[-1] = max(peaks[-1], loss / delta)
+    return peaks
 
 
 def _settings(run_dir: Path) -> dict:
@@ -198,8 +234,10 @@ def _fusion_table(data: dict) -> list[str]:
     for r in data.get("runs") or []:
         runs.setdefault(r["method"], []).append(r)
     fired = data.get("activations") or {}
+    peaks = data.get("peaks") or {}
     head = ["Method", "Runs", "Merges", "No-op (1, 0)", "Tie (0.5, 0.5)", "Discard (0, 1)",
-            "Mixed", "With an activation", "Rehearsal steps run", "Main steps"]
+            "Mixed", "With an activation", "Peak loss / threshold (median, max)",
+            "Rehearsal steps run", "Main steps"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for m, rs in runs.items():
         if not any(r["merges"] for r in rs):
@@ -209,7 +247,10 @@ def _fusion_table(data: dict) -> list[str]:
         act = sum(fired.get(m, {}).values()) / n if fired.get(m) else 0
         cells = [f"`{m}`", str(n), f"{mean('merges'):.1f}"]
         cells += [f"{mean(c):.1f}" for c in ("no_op", "tie", "discard", "mixed")]
-        cells += [f"{act:.1f}", f"{mean('rehearsal_steps_run'):.1f}", f"{mean('main_steps'):.0f}"]
+        ratios = sorted(v for by_seed in [peaks.get(m) or {}] for p in by_seed.values() for v in p)
+        peak = (f"{statistics.median(ratios):.2f}, {ratios[-1]:.2f}" if ratios else "-")
+        cells += [f"{act:.1f}", peak, f"{mean('rehearsal_steps_run'):.1f}",
+                  f"{mean('main_steps'):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -249,7 +290,9 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
     lines += ["", "### Merges and their fusion cases", "",
               "Mean per run (a run is one method at one seed, all tasks); \"with an activation\" "
               "counts the merges whose interval saw the forgetting signal fire (the history loss "
-              "above its threshold, `activations` > 0 in `merge_trace.csv`).", ""]
+              "above its threshold, `activations` > 0 in `merge_trace.csv`). The peak is each "
+              "interval's highest history loss over its threshold (`signals.csv`): the median and "
+              "the highest over all the method's intervals; below 1, the signal never fired.", ""]
     lines += _fusion_table(data)
     lines += ["", "### Each task, right after its training and after the last task", "",
               "Mean over seeds of the task's score (percent) right after its own stage "
