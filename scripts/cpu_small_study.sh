@@ -1,8 +1,10 @@
 #!/bin/bash
-# The cpu_small study (docs/results.md): every method of STUDY_METHODS at every seed of
-# STUDY_SEEDS, each run in runs/cpu_small/<method>/seed<S>/, as `aimmerging compare
-# configs/cpu_small.yaml --seeds ...` lays them out and then reuses them.
+# The cpu_small study (docs/results.md), each run in runs/cpu_small/<method>/seed<S>/, as
+# `aimmerging compare configs/cpu_small.yaml --seeds ...` lays them out and then reuses them.
 #   scripts/cpu_small_study.sh [LANES]      # default 2 lanes, one torch thread each, niced
+# The runs, in this order: every method (the main seven, then IncLoRA, O-LoRA, MoELoRA and
+# single-round merging) at seed 42; the main seven at seeds 43 and 44; the other four at 43
+# and 44. STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
 # Safe to start again after any interruption: finished runs are skipped, unfinished ones
 # resumed from their last checkpoint. Progress: runs/cpu_small/study.log.
 # Needs the environment's `aimmerging` on PATH (`. .venv/bin/activate`) and the data folder
@@ -10,26 +12,33 @@
 cd "$(dirname "$0")/.."
 command -v aimmerging > /dev/null || { echo "aimmerging not on PATH: run '. .venv/bin/activate' first" >&2; exit 2; }
 LANES=${1:-2}
-SEEDS=${STUDY_SEEDS:-42 43 44}
-METHODS=${STUDY_METHODS:-aimmerging replay aimmerging_reference fixed_interval seq_lora recurrent_kif single_task}
+MAIN="aimmerging replay aimmerging_reference fixed_interval seq_lora recurrent_kif single_task"
+EXTRA="inc_lora o_lora moe_lora single_merge"
+PLAN=()                                                          # "method seed" pairs, in order
+if [ -n "$STUDY_METHODS$STUDY_SEEDS" ]; then
+  for seed in ${STUDY_SEEDS:-42 43 44}; do for m in ${STUDY_METHODS:-$MAIN $EXTRA}; do PLAN+=("$m $seed"); done; done
+else
+  for m in $MAIN $EXTRA; do PLAN+=("$m 42"); done
+  for seed in 43 44; do for m in $MAIN; do PLAN+=("$m $seed"); done; done
+  for seed in 43 44; do for m in $EXTRA; do PLAN+=("$m $seed"); done; done
+fi
 OUT=runs/cpu_small
 mkdir -p "$OUT"
 rm -rf "$OUT/.claims"; mkdir -p "$OUT/.claims"      # claims of an interrupted start are stale
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 lane() {
-  for seed in $SEEDS; do
-    for m in $METHODS; do
-      dir="$OUT/$m/seed$seed"
-      [ -f "$dir/metrics.json" ] && continue
-      mkdir "$OUT/.claims/$m.$seed" 2> /dev/null || continue     # the other lane has it
-      hist=true; [ "$m" = single_task ] && hist=false            # as `aimmerging compare` runs them
-      echo "$(date -Is) lane $1 start $m seed $seed" >> "$OUT/study.log"
-      nice -n 10 aimmerging run configs/cpu_small.yaml --threads 1 --set seed="$seed" \
-        method.name="$m" method.log_history_loss=$hist --output "$dir" --resume --quiet \
-        > "$OUT/$m.seed$seed.out" 2>&1
-      echo "$(date -Is) lane $1 end $m seed $seed rc=$?" >> "$OUT/study.log"
-    done
+  for item in "${PLAN[@]}"; do
+    read -r m seed <<< "$item"
+    dir="$OUT/$m/seed$seed"
+    [ -f "$dir/metrics.json" ] && continue
+    mkdir "$OUT/.claims/$m.$seed" 2> /dev/null || continue     # the other lane has it
+    hist=true; [ "$m" = single_task ] && hist=false            # as `aimmerging compare` runs them
+    echo "$(date -Is) lane $1 start $m seed $seed" >> "$OUT/study.log"
+    nice -n 10 aimmerging run configs/cpu_small.yaml --threads 1 --set seed="$seed" \
+      method.name="$m" method.log_history_loss=$hist --output "$dir" --resume --quiet \
+      > "$OUT/$m.seed$seed.out" 2>&1
+    echo "$(date -Is) lane $1 end $m seed $seed rc=$?" >> "$OUT/study.log"
   done
 }
 for i in $(seq 1 "$LANES"); do lane "$i" & sleep 5; done
