@@ -93,3 +93,17 @@ def test_threshold_peaks_take_each_intervals_highest_loss(tmp_path):
     path.write_text(rows[0] + "\na,2,1,1,x,1.0,8,0\n")
     with pytest.raises(ConfigError, match="signals.csv, row 1: history_loss"):
         study_report.threshold_peaks(path)
+
+
+def test_lambda_falls_are_counted_within_a_task(tmp_path):
+    from aimmerging.study_report import _trace_counts
+
+    path = tmp_path / "merge_trace.csv"
+    path.write_text("task,stage,step,lambda,activations,alpha_new,alpha_past\n"
+                    "a,2,8,5.0,0,1,0\na,2,16,4.0,2,0.4,0.6\na,2,24,4.5,0,0.5,0.5\n"
+                    "b,3,8,9.0,0,1,0\nb,3,16,3.0,1,0,1\n")
+    # a: 5 -> 4 fell, 4 -> 4.5 rose; b: 9 -> 3 fell; a -> b is no pair
+    assert _trace_counts(path) == (2, (2, 3))
+    path.write_text("task,stage,step,lambda,activations\na,2,8,x,0\n")
+    with pytest.raises(ConfigError, match="merge_trace.csv, row 1"):
+        _trace_counts(path)

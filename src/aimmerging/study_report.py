@@ -55,16 +55,19 @@ def replace_block(text: str, name: str, body: str, where: str = "page") -> str:
 def load_study(folder) -> Optional[dict]:
     """``comparison.json`` of ``folder`` with each finished run's per-task scores added
     (``data["scores"][method][seed] = {"final": {task: %}, "learned": {task: %}}``, from the
-    run's ``metrics.json``), and each run's forgetting-signal activations
+    run's ``metrics.json``), each run's forgetting-signal activations
     (``data["activations"][method][seed]``: merges with ``activations`` > 0 in
-    ``merge_trace.csv``). None when ``folder`` holds no comparison. Raises ConfigError naming
+    ``merge_trace.csv``), its learning signal's falls (``data["falls"][method][seed] =
+    (falls, pairs)``: consecutive merges of a task whose Lambda fell), and its threshold
+    peaks (``data["peaks"]``, :func:`threshold_peaks`). None when ``folder`` holds no comparison. Raises ConfigError naming
     the file that is unreadable."""
     folder = Path(folder)
     path = folder / "comparison.json"
     if not path.is_file():
         return None
     data = _json(path)
-    data["scores"], data["activations"], data["settings"], data["peaks"] = {}, {}, {}, {}
+    for key in ("scores", "activations", "falls", "settings", "peaks"):
+        data[key] = {}
     for run in data.get("runs") or []:
         m, s = run["method"], run["seed"]
         run_dir = folder / m / f"seed{s}"
@@ -74,10 +77,9 @@ def load_study(folder) -> Optional[dict]:
         learned = {t: matrix[i][i] for i, t in enumerate(tasks) if i < len(matrix) and i < len(matrix[i])}
         data["scores"].setdefault(m, {})[s] = {"final": dict(metrics.get("final_scores") or {}),
                                                "learned": learned}
-        trace = run_dir / "merge_trace.csv"
-        with open(trace, newline="", encoding="utf-8") as f:
-            fired = sum(1 for r in csv.DictReader(f) if float(r.get("activations") or 0) > 0)
+        fired, falls = _trace_counts(run_dir / "merge_trace.csv")
         data["activations"].setdefault(m, {})[s] = fired
+        data["falls"].setdefault(m, {})[s] = falls
         peaks = threshold_peaks(run_dir / "signals.csv")
         if peaks:
             data["peaks"].setdefault(m, {})[s] = peaks
@@ -86,6 +88,24 @@ def load_study(folder) -> Optional[dict]:
     for s, a0 in (data.get("single_task_scores") or {}).items():
         data["scores"].setdefault("single_task", {})[s] = {"final": {}, "learned": dict(a0 or {})}
     return data
+
+
+def _trace_counts(trace: Path) -> tuple[int, tuple[int, int]]:
+    """``(merges with an activation, (Lambda falls, pairs))`` of a ``merge_trace.csv``; a pair
+    is two consecutive merges of one task. ConfigError naming the file and row otherwise."""
+    fired, falls, pairs, last = 0, 0, 0, None
+    with open(trace, newline="", encoding="utf-8") as f:
+        for n, r in enumerate(csv.DictReader(f), start=1):
+            try:
+                fired += float(r.get("activations") or 0) > 0
+                lam = float(r["lambda"]) if r.get("lambda") not in (None, "") else None
+            except ValueError:
+                raise ConfigError(f"{trace}, row {n}: activations or lambda is not a number") from None
+            if last is not None and lam is not None and last[0] == r.get("task"):
+                pairs += 1
+                falls += lam < last[1]
+            last = (r.get("task"), lam) if lam is not None else None
+    return fired, (falls, pairs)
 
 
 def threshold_peaks(signals) -> list[float]:
@@ -236,7 +256,7 @@ def _fusion_table(data: dict) -> list[str]:
     fired = data.get("activations") or {}
     peaks = data.get("peaks") or {}
     head = ["Method", "Runs", "Merges", "No-op (1, 0)", "Tie (0.5, 0.5)", "Discard (0, 1)",
-            "Mixed", "With an activation", "Peak loss / threshold (median, max)",
+            "Mixed", "With an activation", "Peak loss / threshold (median, max)", "Λ fell",
             "Rehearsal steps run", "Main steps"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for m, rs in runs.items():
@@ -249,7 +269,10 @@ def _fusion_table(data: dict) -> list[str]:
         cells += [f"{mean(c):.1f}" for c in ("no_op", "tie", "discard", "mixed")]
         ratios = sorted(v for by_seed in [peaks.get(m) or {}] for p in by_seed.values() for v in p)
         peak = (f"{statistics.median(ratios):.2f}, {ratios[-1]:.2f}" if ratios else "-")
-        cells += [f"{act:.1f}", peak, f"{mean('rehearsal_steps_run'):.1f}",
+        fell = [v for v in (data.get("falls") or {}).get(m, {}).values()]
+        down, total = sum(f for f, _ in fell), sum(p for _, p in fell)
+        cells += [f"{act:.1f}", peak, f"{down} of {total}" if total else "-",
+                  f"{mean('rehearsal_steps_run'):.1f}",
                   f"{mean('main_steps'):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -292,7 +315,11 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "counts the merges whose interval saw the forgetting signal fire (the history loss "
               "above its threshold, `activations` > 0 in `merge_trace.csv`). The peak is each "
               "interval's highest history loss over its threshold (`signals.csv`): the median and "
-              "the highest over all the method's intervals; below 1, the signal never fired.", ""]
+              "the highest over all the method's intervals; below 1, the signal never fired. "
+              "\"Λ fell\" counts, over all the method's runs, the pairs of consecutive merges of "
+              "a task whose learning signal Lambda (the task vector's L1 change per step) fell: "
+              "each such pair votes P_new down (SPEC.md \"Merge controller\"). `fixed_interval` and "
+              "`recurrent_kif` log both signals but merge on a fixed schedule.", ""]
     lines += _fusion_table(data)
     lines += ["", "### Each task, right after its training and after the last task", "",
               "Mean over seeds of the task's score (percent) right after its own stage "
