@@ -249,32 +249,73 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     return "\n".join(lines + ["", _recompute(folder)])
 
 
-def _fusion_table(data: dict) -> list[str]:
-    runs: dict = {}
+def _merge_summary(data: dict) -> dict:
+    """``{method: aggregates}`` over each merging method's runs (methods without a merge are
+    left out): ``runs``; the means per run of ``merges``, the four cases, ``fired`` (merges
+    with an activation), ``rehearsal`` (steps run) and ``main`` (main steps); ``ratios`` (every
+    interval's threshold peak, sorted); ``falls`` and ``pairs`` (summed over the runs)."""
+    by_method: dict = {}
     for r in data.get("runs") or []:
-        runs.setdefault(r["method"], []).append(r)
-    fired = data.get("activations") or {}
-    peaks = data.get("peaks") or {}
-    head = ["Method", "Runs", "Merges", "No-op (1, 0)", "Tie (0.5, 0.5)", "Discard (0, 1)",
-            "Mixed", "With an activation", "Peak loss / threshold (median, max)", "Λ fell",
-            "Rehearsal steps run", "Main steps"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for m, rs in runs.items():
+        by_method.setdefault(r["method"], []).append(r)
+    out = {}
+    for m, rs in by_method.items():
         if not any(r["merges"] for r in rs):
             continue
         n = len(rs)
         mean = lambda key: sum(r[key] or 0 for r in rs) / n   # noqa: E731
-        act = sum(fired.get(m, {}).values()) / n if fired.get(m) else 0
-        cells = [f"`{m}`", str(n), f"{mean('merges'):.1f}"]
-        cells += [f"{mean(c):.1f}" for c in ("no_op", "tie", "discard", "mixed")]
-        ratios = sorted(v for by_seed in [peaks.get(m) or {}] for p in by_seed.values() for v in p)
-        peak = (f"{statistics.median(ratios):.2f}, {ratios[-1]:.2f}" if ratios else "-")
-        fell = [v for v in (data.get("falls") or {}).get(m, {}).values()]
-        down, total = sum(f for f, _ in fell), sum(p for _, p in fell)
-        cells += [f"{act:.1f}", peak, f"{down} of {total}" if total else "-",
-                  f"{mean('rehearsal_steps_run'):.1f}",
-                  f"{mean('main_steps'):.0f}"]
+        fell = list(((data.get("falls") or {}).get(m) or {}).values())
+        out[m] = {"runs": n, "merges": mean("merges"),
+                  **{c: mean(c) for c in ("no_op", "tie", "discard", "mixed")},
+                  "fired": sum(((data.get("activations") or {}).get(m) or {}).values()) / n,
+                  "ratios": sorted(v for p in ((data.get("peaks") or {}).get(m) or {}).values() for v in p),
+                  "falls": sum(f for f, _ in fell), "pairs": sum(p for _, p in fell),
+                  "rehearsal": mean("rehearsal_steps_run"), "main": mean("main_steps")}
+    return out
+
+
+def _fusion_table(data: dict) -> list[str]:
+    head = ["Method", "Runs", "Merges", "No-op (1, 0)", "Tie (0.5, 0.5)", "Discard (0, 1)",
+            "Mixed", "With an activation", "Peak loss / threshold (median, max)", "Λ fell",
+            "Rehearsal steps run", "Main steps"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m, a in _merge_summary(data).items():
+        r = a["ratios"]
+        cells = [f"`{m}`", str(a["runs"]), f"{a['merges']:.1f}"]
+        cells += [f"{a[c]:.1f}" for c in ("no_op", "tie", "discard", "mixed")]
+        cells += [f"{a['fired']:.1f}", f"{statistics.median(r):.2f}, {r[-1]:.2f}" if r else "-",
+                  f"{a['falls']} of {a['pairs']}" if a["pairs"] else "-",
+                  f"{a['rehearsal']:.1f}", f"{a['main']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+#: the methods whose merges the signals decide, described in words under the fusion table
+SIGNALLED = ("aimmerging", "aimmerging_reference")
+
+
+def _merge_sentences(data: dict) -> list[str]:
+    """A sentence per signalled method: how often its forgetting signal fired, how often its
+    learning signal fell, what share of its merges were no-ops or ties, and its rehearsal
+    against ``fixed_interval``'s (all per run, from :func:`_merge_summary`)."""
+    summary, lines = _merge_summary(data), []
+    fixed = summary.get("fixed_interval")
+    for m in SIGNALLED:
+        a = summary.get(m)
+        if a is None:
+            continue
+        r = a["ratios"]
+        text = (f"- `{m}` ({a['runs']} run{'s' if a['runs'] > 1 else ''}): the forgetting signal "
+                f"fired in {a['fired']:.1f} of {a['merges']:.1f} merge intervals a run")
+        if r:
+            text += (f", its history loss peaking at a median {statistics.median(r):.2f} of the "
+                     f"threshold (in all its runs, {sum(v >= 1 for v in r)} of {len(r)} intervals reached it)")
+        if a["pairs"]:
+            text += f"; Lambda fell in {a['falls']} of its {a['pairs']} consecutive merge pairs"
+        text += (f"; {a['no_op'] + a['tie']:.1f} of its {a['merges']:.1f} merges a run were a "
+                 f"no-op or a tie; it ran {a['rehearsal']:.1f} rehearsal steps a run")
+        if fixed is not None:
+            text += f", against {fixed['rehearsal']:.1f} for `fixed_interval`"
+        lines.append(text + ".")
     return lines
 
 
@@ -321,6 +362,8 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "each such pair votes P_new down (SPEC.md \"Merge controller\"). `fixed_interval` and "
               "`recurrent_kif` log both signals but merge on a fixed schedule.", ""]
     lines += _fusion_table(data)
+    sentences = _merge_sentences(data)
+    lines += ["", "In words:", ""] + sentences if sentences else []
     lines += ["", "### Each task, right after its training and after the last task", "",
               "Mean over seeds of the task's score (percent) right after its own stage "
               "(a[i][i]) and after the last stage (a[i][T]); `single_task` trains each task "
