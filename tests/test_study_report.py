@@ -21,7 +21,9 @@ def _row(method, op_diff=None, low=None, high=None, seeds=3):
     return row
 
 
-def _data(rows, missing=()):
+def _data(rows, missing=(), paired=3):
+    for r in rows:
+        r.setdefault("paired_seeds", paired)
     return {"seeds": [42, 43, 44], "reference": "replay", "rows": rows, "runs": [],
             "missing": list(missing), "settings": {"split": "test", "n_test": 250}}
 
@@ -45,6 +47,14 @@ def test_verdicts_follow_the_intervals():
            "difference from `replay`: `fixed_interval`." in text
     assert "test split, 250 examples per task" in text
     assert "not complete" not in text
+
+
+def test_no_claim_from_fewer_than_three_seeds():
+    text = study_report.readme_summary(_data([_row("replay"), _row("aimmerging", 1.5, 0.2, 2.8)],
+                                             paired=1))
+    assert "+1.5 [+0.2, +2.8]" in text and "**" not in text
+    assert "too few paired seeds for a claim yet (fewer than 3): `aimmerging` (1)" in text
+    assert "above `replay`" not in text
 
 
 def test_missing_runs_are_named():
@@ -75,7 +85,8 @@ def test_the_committed_comparison_is_recomputed_from_its_run_files(tmp_path):
     from aimmerging.multiseed import tabulate
 
     committed = json.loads((COMMITTED / "comparison.json").read_text())
-    tabulate(COMMITTED, reference=committed["reference"], output=tmp_path, progress=False)
+    tabulate(COMMITTED, committed["methods"], committed["seeds"], committed["reference"],
+             output=tmp_path, progress=False)
     again = json.loads((tmp_path / "comparison.json").read_text())
     for key in ("rows", "runs", "missing", "seeds", "methods", "single_task_scores"):
         assert again[key] == committed[key], key

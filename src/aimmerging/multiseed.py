@@ -164,12 +164,14 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
     ``methods`` None: every method folder found except single_task, in the order of the
     one-seed table; ``seeds`` None: every seed found. A run absent or unfinished is listed as
     missing; means and intervals are over the seeds present. ``fwt`` None: single_task runs
-    are expected when any is there. Without ``meta`` (as ``--from``), the files name the
-    command that recomputes them.
+    are expected when any is there; a study's full grid, given as ``methods`` and ``seeds``,
+    lists the runs not made yet as missing. Without ``meta`` (as ``--from``), the files name
+    the command that recomputes them.
     """
     d = Path(directory)
     if not d.is_dir():
         raise ConfigError(f"--from: {missing_folder(d)} is not a folder")
+    asked = (methods is not None, seeds is not None)     # named in the command that recomputes
     finished, started = find_runs(d)
     found = set(finished) | set(started)
     if methods is None:
@@ -194,6 +196,10 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
     summary = summarize(runs, methods, seeds, ref, draws, missing)
     if meta is None:
         command = ["aimmerging", "compare", "--from", str(d), "--reference", ref]
+        if asked[0]:
+            command += ["--methods", ",".join(methods)]
+        if asked[1]:
+            command += ["--seeds", ",".join(map(str, seeds))]
         if draws != BOOTSTRAP_DRAWS:
             command += ["--bootstrap", str(draws)]
         if output is not None and Path(output) != d:

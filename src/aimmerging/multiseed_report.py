@@ -203,7 +203,8 @@ def _diff_cell(row: dict, col: str, seeds: int) -> str:
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
     text = f"{d:+.2f} [{low:+.2f}, {high:+.2f}]"
     if row.get("paired_seeds") != seeds:
-        text += f" (over {row.get('paired_seeds')} seeds)"
+        n = row.get("paired_seeds")
+        text += f" (over {n} seed{'' if n == 1 else 's'})"
     return f"**{text}**" if excludes_zero((low, high)) else f"{text}; no measurable difference"
 
 

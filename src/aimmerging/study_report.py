@@ -166,13 +166,25 @@ def _pm(mean, std) -> str:
     return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
 
 
+#: the fewest paired seeds over which a difference is claimed (bold, "above"/"below"): an
+#: interval over fewer seeds covers too little of the training's own variation
+CLAIM_SEEDS = 3
+
+
+def _claimed(row: dict, col: str) -> bool:
+    """Whether the row's ``col`` difference is a claim: its interval excludes 0 over at least
+    :data:`CLAIM_SEEDS` paired seeds."""
+    return ((row.get("paired_seeds") or 0) >= CLAIM_SEEDS
+            and excludes_zero((row[f"{col}_diff_low"], row[f"{col}_diff_high"])))
+
+
 def _diff(row: dict, col: str) -> str:
     d = row.get(f"{col}_diff")
     if d is None:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
     text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
-    return f"**{text}**" if excludes_zero((low, high)) else text
+    return f"**{text}**" if _claimed(row, col) else text
 
 
 def _method_table(data: dict, fwt: bool = True) -> list[str]:
@@ -181,6 +193,8 @@ def _method_table(data: dict, fwt: bool = True) -> list[str]:
     head += [f"OP − {ref} [95%]", f"BWT − {ref} [95%]"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in data["rows"]:
+        if not r["seeds"]:
+            continue                                   # no run yet: named under the table
         is_ref = r["method"] == ref
         cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["OP_mean"], r["OP_std"]),
                  _pm(r["BWT_mean"], r["BWT_std"])]
@@ -192,15 +206,19 @@ def _method_table(data: dict, fwt: bool = True) -> list[str]:
 
 def _verdicts(data: dict) -> list[str]:
     """One sentence per metric: the methods whose difference from the reference excludes 0
-    (better or worse), and those with no measurable difference."""
+    over at least :data:`CLAIM_SEEDS` paired seeds (better or worse), those with no
+    measurable difference, and those with too few seeds for a claim."""
     ref, out = data.get("reference"), []
     for col, name in (("OP", "OP"), ("BWT", "BWT")):
-        better, worse, none = [], [], []
+        better, worse, none, few = [], [], [], []
         for r in data["rows"]:
             if r["method"] == ref or r.get(f"{col}_diff") is None:
                 continue
-            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
-            (better if low > 0 else worse if high < 0 else none).append(f"`{r['method']}`")
+            low, high, who = r[f"{col}_diff_low"], r[f"{col}_diff_high"], f"`{r['method']}`"
+            if (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
+                few.append(f"{who} ({r.get('paired_seeds')})")
+            else:
+                (better if low > 0 else worse if high < 0 else none).append(who)
         parts = []
         if better:
             parts.append(f"above `{ref}`: {', '.join(better)}")
@@ -208,6 +226,9 @@ def _verdicts(data: dict) -> list[str]:
             parts.append(f"below `{ref}`: {', '.join(worse)}")
         if none:
             parts.append(f"no measurable difference from `{ref}`: {', '.join(none)}")
+        if few:
+            parts.append(f"too few paired seeds for a claim yet (fewer than {CLAIM_SEEDS}): "
+                         f"{', '.join(few)}")
         if parts:
             out.append(f"- {name}: " + "; ".join(parts) + ".")
     return out
@@ -226,9 +247,10 @@ def _missing(data: dict) -> list[str]:
             + "; ".join(f"`{m}` seed {', '.join(s)}" for m, s in by_method.items()) + "."]
 
 
-def _recompute(folder: str) -> str:
-    return (f"Every number here is recomputed from the committed run files by "
-            f"`aimmerging compare --from {folder}` (then `aimmerging docs`).")
+def _recompute(data: Optional[dict], folder: str) -> str:
+    command = (data or {}).get("command") or f"aimmerging compare --from {folder}"
+    return (f"Every number here is recomputed from the committed run files by `{command}` "
+            f"(then `aimmerging docs`).")
 
 
 def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
@@ -242,11 +264,11 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     n = settings.get("n_test")
     lines = [f"OP, BWT and FWT in percent: mean ± standard deviation over seeds {seeds}; the "
              f"difference from `{data.get('reference')}` with its 95% paired-bootstrap interval, "
-             f"in bold where it excludes 0. Scored on the {settings.get('split', 'test')} split"
+             f"in bold where it excludes 0 over at least {CLAIM_SEEDS} seeds. Scored on the {settings.get('split', 'test')} split"
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""] + _verdicts(data)
     lines += [""] + _missing(data) if data.get("missing") else []
-    return "\n".join(lines + ["", _recompute(folder)])
+    return "\n".join(lines + ["", _recompute(data, folder)])
 
 
 def _merge_summary(data: dict) -> dict:
@@ -308,7 +330,8 @@ def _merge_sentences(data: dict) -> list[str]:
                 f"fired in {a['fired']:.1f} of {a['merges']:.1f} merge intervals a run")
         if r:
             text += (f", its history loss peaking at a median {statistics.median(r):.2f} of the "
-                     f"threshold (in all its runs, {sum(v >= 1 for v in r)} of {len(r)} intervals reached it)")
+                     f"threshold (in all its runs, {sum(v >= 1 for v in r)} of {len(r)} intervals reached it, "
+                     f"each task's last stretch after its last merge included)")
         if a["pairs"]:
             text += f"; Lambda fell in {a['falls']} of its {a['pairs']} consecutive merge pairs"
         text += (f"; {a['no_op'] + a['tie']:.1f} of its {a['merges']:.1f} merges a run were a "
@@ -369,7 +392,7 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "(a[i][i]) and after the last stage (a[i][T]); `single_task` trains each task "
               "alone (FWT's a0).", ""]
     lines += _task_table(data)
-    return "\n".join(lines + ["", _recompute(folder)])
+    return "\n".join(lines + ["", _recompute(data, folder)])
 
 
 def blocks(root) -> list[tuple[Path, str, str]]:
