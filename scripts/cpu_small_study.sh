@@ -7,11 +7,18 @@
 # and 44. STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
 # Safe to start again after any interruption: finished runs are skipped, unfinished ones
 # resumed from their last checkpoint. Progress: runs/cpu_small/study.log.
+# Every run of a study must use the same code: STUDY_CODE=DIR runs the package of the checkout
+# DIR (a worktree of one commit: `git worktree add ../study COMMIT`) instead of this one's,
+# and study.log names the commit each run starts on.
 # Needs the environment's `aimmerging` on PATH (`. .venv/bin/activate`) and the data folder
 # (AIMMERGING_DATA or ../shared/data).
 cd "$(dirname "$0")/.."
 command -v aimmerging > /dev/null || { echo "aimmerging not on PATH: run '. .venv/bin/activate' first" >&2; exit 2; }
 LANES=${1:-2}
+CODE=$(realpath "${STUDY_CODE:-.}")
+[ -d "$CODE/src/aimmerging" ] || { echo "STUDY_CODE: $CODE has no src/aimmerging" >&2; exit 2; }
+export PYTHONPATH="$CODE/src"
+REV=$(git -C "$CODE" rev-parse --short HEAD)$(git -C "$CODE" diff --quiet HEAD -- src || echo "+changes")
 MAIN="aimmerging replay aimmerging_reference fixed_interval seq_lora recurrent_kif single_task"
 EXTRA="inc_lora o_lora moe_lora single_merge"
 PLAN=()                                                          # "method seed" pairs, in order
@@ -34,7 +41,7 @@ lane() {
     [ -f "$dir/metrics.json" ] && continue
     mkdir "$OUT/.claims/$m.$seed" 2> /dev/null || continue     # the other lane has it
     hist=true; [ "$m" = single_task ] && hist=false            # as `aimmerging compare` runs them
-    echo "$(date -Is) lane $1 start $m seed $seed" >> "$OUT/study.log"
+    echo "$(date -Is) lane $1 start $m seed $seed (code $REV)" >> "$OUT/study.log"
     nice -n 10 aimmerging run configs/cpu_small.yaml --threads 1 --set seed="$seed" \
       method.name="$m" method.log_history_loss=$hist --output "$dir" --resume --quiet \
       > "$OUT/$m.seed$seed.out" 2>&1

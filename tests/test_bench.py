@@ -85,7 +85,7 @@ def test_summary_keeps_the_entries_of_benchmarks_not_rerun(tmp_path):
 def test_sampling_activations_run_the_controller_on_sampled_losses():
     from aimmerging.controller import ControllerConfig
 
-    simulate = bench.load_benchmark("overhead").sampling_activations
+    simulate = bench.load_benchmark("_history_probes").sampling_activations
     config = ControllerConfig()                    # S = 8: calibration over 5 steps, 2S = 16
     flat = simulate([(1.0, 1)] * 10, (1, 4), config, trials=300)
     assert all(r == {"per_step": 0.0, "activated_merges": 0.0, "early_merges": 0.0}
