@@ -52,9 +52,9 @@ def test_verdicts_follow_the_intervals():
 def test_no_claim_from_fewer_than_three_seeds():
     text = study_report.readme_summary(_data([_row("replay"), _row("aimmerging", 1.5, 0.2, 2.8)],
                                              paired=1))
-    assert "+1.5 [+0.2, +2.8]" in text and "**" not in text
+    assert "**+1.5 [+0.2, +2.8]**" in text                       # the interval excludes 0 ...
     assert "too few paired seeds for a claim yet (fewer than 3): `aimmerging` (1)" in text
-    assert "above `replay`" not in text
+    assert "above `replay`" not in text                           # ... but one seed claims nothing
 
 
 def test_missing_runs_are_named():
@@ -118,3 +118,13 @@ def test_lambda_falls_are_counted_within_a_task(tmp_path):
     path.write_text("task,stage,step,lambda,activations\na,2,8,x,0\n")
     with pytest.raises(ConfigError, match="merge_trace.csv, row 1"):
         _trace_counts(path)
+
+
+def test_comparison_md_marks_an_interval_over_too_few_seeds():
+    from aimmerging.multiseed_report import _diff_cell
+
+    row = {"OP_diff": 3.9, "OP_diff_low": 0.7, "OP_diff_high": 7.1, "paired_seeds": 1}
+    assert _diff_cell(row, "OP", 3) == ("**+3.90 [+0.70, +7.10] (over 1 seed)**; too few seeds "
+                                        "for a claim (fewer than 3)")
+    assert _diff_cell({**row, "paired_seeds": 3}, "OP", 3) == "**+3.90 [+0.70, +7.10]**"
+    assert _diff_cell({**row, "OP_diff_low": -0.5}, "OP", 3).endswith("; no measurable difference")

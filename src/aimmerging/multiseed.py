@@ -164,8 +164,8 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
     ``methods`` None: every method folder found except single_task, in the order of the
     one-seed table; ``seeds`` None: every seed found. A run absent or unfinished is listed as
     missing; means and intervals are over the seeds present. ``fwt`` None: single_task runs
-    are expected when any is there; a study's full grid, given as ``methods`` and ``seeds``,
-    lists the runs not made yet as missing. Without ``meta`` (as ``--from``), the files name
+    are expected when any is there or ``seeds`` is given; a study's full grid, given as
+    ``methods`` and ``seeds``, lists the runs not made yet as missing. Without ``meta`` (as ``--from``), the files name
     the command that recomputes them.
     """
     d = Path(directory)
@@ -188,7 +188,8 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
             raise ConfigError(f"{d}: no run of {', '.join(methods)} in a seed<S>/ folder")
     seeds = parse_seeds(seeds)
     ref = choose_reference(methods, reference)
-    grid = list(dict.fromkeys(methods + ([SINGLE] if (SINGLE in found if fwt is None else fwt) else [])))
+    expect_single = (SINGLE in found or asked[1]) if fwt is None else fwt     # FWT's a0
+    grid = list(dict.fromkeys(methods + ([SINGLE] if expect_single else [])))
     missing = [{"method": m, "seed": s, "why": "not finished" if s in started.get(m, {}) else "absent"}
                for m in grid for s in seeds if s not in finished.get(m, {})]
     runs = {m: {s: f for s, f in finished.get(m, {}).items() if s in seeds} for m in grid}

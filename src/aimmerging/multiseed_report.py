@@ -26,8 +26,8 @@ from .compare_report import rows_csv
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
 from .results import EXAMPLE_SCORES, read_example_scores
-from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, FUSION_CASES, ExampleScores, excludes_zero,
-                    fusion_counts, mean_std, paired_bootstrap)
+from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, CLAIM_SEEDS, FUSION_CASES, ExampleScores,
+                    excludes_zero, fusion_counts, mean_std, paired_bootstrap)
 from .traces import read_csv_rows
 
 __all__ = ["METHOD_COLUMNS", "RUN_COLUMNS", "run_record", "example_scores_of", "summarize",
@@ -205,7 +205,10 @@ def _diff_cell(row: dict, col: str, seeds: int) -> str:
     if row.get("paired_seeds") != seeds:
         n = row.get("paired_seeds")
         text += f" (over {n} seed{'' if n == 1 else 's'})"
-    return f"**{text}**" if excludes_zero((low, high)) else f"{text}; no measurable difference"
+    if not excludes_zero((low, high)):
+        return f"{text}; no measurable difference"
+    few = (row.get("paired_seeds") or 0) < CLAIM_SEEDS
+    return f"**{text}**" + (f"; too few seeds for a claim (fewer than {CLAIM_SEEDS})" if few else "")
 
 
 def markdown_report(data: dict, figure: bool = True) -> str:
@@ -246,8 +249,10 @@ def markdown_report(data: dict, figure: bool = True) -> str:
               "hierarchical bootstrap: seeds drawn with replacement, then each task's test examples "
               "drawn with replacement, the same examples for both methods (see `docs/comparing.md`). "
               "It covers the variation from the training seed and from the test sample, not other "
-              "task orders, models or settings. A difference whose interval excludes 0 is in bold; "
-              "otherwise the table says \"no measurable difference\".", ""]
+              "task orders, models or settings. A difference whose interval excludes 0 is in bold; it "
+              f"is a claim that one method is above or below the other only over at least "
+              f"{CLAIM_SEEDS} seeds. A difference whose interval holds 0 is marked \"no measurable "
+              f"difference\".", ""]
     if figure:
         lines += ["![OP and BWT per method](comparison.png)", ""]
     lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | No-op | Tie | Discard | Mixed | "

@@ -29,13 +29,17 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 __all__ = ["FUSION_CASES", "fusion_case", "fusion_counts", "mean_std", "ExampleScores",
-           "paired_bootstrap", "excludes_zero", "BOOTSTRAP_DRAWS", "BOOTSTRAP_SEED"]
+           "paired_bootstrap", "excludes_zero", "BOOTSTRAP_DRAWS", "BOOTSTRAP_SEED", "CLAIM_SEEDS"]
 
 #: the fusion cases, in the order of the tables (SPEC.md "Fusion cases")
 FUSION_CASES = ("no-op", "tie", "discard", "mixed")
 #: default number of bootstrap draws, and the fixed seed of the bootstrap's random numbers
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 20250
+#: the fewest paired seeds over which a difference whose interval excludes 0 is claimed as
+#: one method above or below another: over fewer, the interval covers too little of the
+#: training's own variation (with one seed, the test sample's alone)
+CLAIM_SEEDS = 3
 
 
 def fusion_case(alpha_new: float, alpha_past: float) -> str:

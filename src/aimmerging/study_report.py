@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
-from .stats import excludes_zero, mean_std
+from .stats import CLAIM_SEEDS, excludes_zero, mean_std
 
 __all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "threshold_peaks",
            "blocks"]
@@ -166,25 +166,13 @@ def _pm(mean, std) -> str:
     return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
 
 
-#: the fewest paired seeds over which a difference is claimed (bold, "above"/"below"): an
-#: interval over fewer seeds covers too little of the training's own variation
-CLAIM_SEEDS = 3
-
-
-def _claimed(row: dict, col: str) -> bool:
-    """Whether the row's ``col`` difference is a claim: its interval excludes 0 over at least
-    :data:`CLAIM_SEEDS` paired seeds."""
-    return ((row.get("paired_seeds") or 0) >= CLAIM_SEEDS
-            and excludes_zero((row[f"{col}_diff_low"], row[f"{col}_diff_high"])))
-
-
 def _diff(row: dict, col: str) -> str:
     d = row.get(f"{col}_diff")
     if d is None:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
     text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
-    return f"**{text}**" if _claimed(row, col) else text
+    return f"**{text}**" if excludes_zero((low, high)) else text
 
 
 def _method_table(data: dict, fwt: bool = True) -> list[str]:
@@ -262,9 +250,10 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     seeds = ", ".join(map(str, data.get("seeds") or []))
     settings = data.get("settings") or {}
     n = settings.get("n_test")
-    lines = [f"OP, BWT and FWT in percent: mean ± standard deviation over seeds {seeds}; the "
+    lines = [f"OP, BWT and FWT in percent: mean ± standard deviation over the seeds run (of "
+             f"{seeds}); the "
              f"difference from `{data.get('reference')}` with its 95% paired-bootstrap interval, "
-             f"in bold where it excludes 0 over at least {CLAIM_SEEDS} seeds. Scored on the {settings.get('split', 'test')} split"
+             f"in bold where it excludes 0 (a claim only over at least {CLAIM_SEEDS} seeds). Scored on the {settings.get('split', 'test')} split"
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""] + _verdicts(data)
     lines += [""] + _missing(data) if data.get("missing") else []
