@@ -271,6 +271,8 @@ def markdown_report(data: dict, figure: bool = True) -> str:
               "progress since the anchor is replaced by the rehearsal; mixed, any other pair. "
               "Rehearsal steps are summed over the merges (skipped: those of merges with "
               "alpha_past = 0, whose rehearsal would be discarded, `method.skip_idle_rehearsal`). Main steps are the optimizer steps "
-              "on the tasks' training data; training time is as in `aimmerging compare`'s "
-              "one-seed table.", ""]
+              "on the tasks' training data. Training time is the training loops' wall time in seconds "
+              "(monitoring, rehearsal and merges included), less the history-loss logging of the "
+              "methods that do not use it; evaluation is not in it (metrics.json's `timing_seconds` "
+              "has both). Times depend on the machine and its load.", ""]
     return "\n".join(lines)
