@@ -53,3 +53,13 @@ def test_study_summaries_match_the_committed_results():
     """README.md's and docs/results.md's study tables are what the committed
     docs/results/cpu_small/ gives (aimmerging docs rewrites them)."""
     assert docgen.write_blocks(DOCS.parent, check=True) == [], "run `aimmerging docs` and commit"
+
+
+def test_the_checkout_is_found_from_the_current_folder(tmp_path, monkeypatch):
+    """`aimmerging docs` works on the checkout it runs in, not the one it is imported from."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "aimmerging"\n')
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "docs" / "sub")
+    assert docgen._default_folder() == tmp_path / "docs"
+    monkeypatch.chdir(tmp_path.parent)
+    assert docgen._default_folder() == DOCS

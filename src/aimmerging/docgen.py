@@ -226,7 +226,18 @@ def write_blocks(root: Path, check: bool = False) -> list[str]:
     return stale
 
 
+def _is_checkout(folder: Path) -> bool:
+    """Whether ``folder`` is a checkout of this project (its pyproject.toml names it)."""
+    project = folder / "pyproject.toml"
+    return project.is_file() and 'name = "aimmerging"' in project.read_text(encoding="utf-8")
+
+
 def _default_folder() -> Path:
+    """The docs folder of the checkout the command runs in (the current folder or one above
+    it), else of the checkout this package is imported from."""
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        if _is_checkout(folder):
+            return folder / "docs"
     return Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -240,8 +251,10 @@ def cmd_docs(args) -> int:
         if stale:
             print(f"stale: {', '.join(stale)} (aimmerging docs rewrites them)", file=sys.stderr)
             return 1
-        print(f"up to date: {', '.join(str(folder / n) for n in PAGES)}"
-              + ("" if args.output else ", README.md and docs/results.md's study summaries"))
+        pages = [folder / n for n in PAGES]
+        if not args.output:
+            pages += [folder.parent / "README.md", folder / "results.md"]
+        print(f"up to date: {', '.join(map(str, pages))}")
         return 0
     print(f"wrote {', '.join(stale) or 'nothing (up to date)'}")
     return 0
