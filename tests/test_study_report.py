@@ -128,3 +128,40 @@ def test_comparison_md_marks_an_interval_over_too_few_seeds():
                                         "for a claim (fewer than 3)")
     assert _diff_cell({**row, "paired_seeds": 3}, "OP", 3) == "**+3.90 [+0.70, +7.10]**"
     assert _diff_cell({**row, "OP_diff_low": -0.5}, "OP", 3).endswith("; no measurable difference")
+
+
+@pytest.mark.parametrize("bad, field", [({"rows": [], "runs": 5}, "runs is not a list"),
+                                        ({"rows": [{"seeds": 1}], "runs": []}, "rows\\[0\\]"),
+                                        ({"rows": None, "runs": []}, "rows is not a list"),
+                                        ({"rows": [], "runs": [{"method": "x"}]}, "runs\\[0\\]")])
+def test_a_malformed_comparison_names_its_field(tmp_path, bad, field):
+    (tmp_path / "comparison.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=f"comparison.json: {field}"):
+        study_report.load_study(tmp_path)
+
+
+def test_a_run_without_its_merge_trace_is_refused(tmp_path):
+    from aimmerging.multiseed_report import run_record
+    from aimmerging.study_report import _trace_counts
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"method": "replay", "seed": 1, "op": 1.0}))
+    with pytest.raises(ConfigError, match="merge_trace.csv: absent"):
+        run_record(tmp_path, "replay", 1, None)
+    with pytest.raises(ConfigError, match="merge_trace.csv: absent"):
+        _trace_counts(tmp_path / "merge_trace.csv")
+
+
+def test_collect_refuses_a_folder_inside_the_source(tmp_path):
+    from aimmerging.multiseed import collect_results
+
+    with pytest.raises(ConfigError, match="inside the --from folder"):
+        collect_results(tmp_path, tmp_path / "replay", progress=False)
+
+
+def test_a_folder_of_no_method_is_named(tmp_path):
+    from aimmerging.multiseed import tabulate
+
+    (tmp_path / "aimmergin" / "seed42").mkdir(parents=True)
+    (tmp_path / "aimmergin" / "seed42" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="a folder is named after no method .*aimmergin"):
+        tabulate(tmp_path, progress=False)

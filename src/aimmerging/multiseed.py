@@ -180,7 +180,13 @@ def tabulate(directory, methods=None, seeds=None, reference: Optional[str] = Non
         if not methods:
             raise ConfigError(f"{d} holds no run folder <method>/seed<S>/ (written by aimmerging "
                               f"compare --seeds, or scripts/cpu_small_study.sh)")
-    methods = parse_methods(methods)
+    try:
+        methods = parse_methods(methods)
+    except ConfigError as exc:
+        if asked[0]:
+            raise
+        raise ConfigError(f"{d}: a folder is named after no method ({exc}); rename or move it, "
+                          f"or name the methods to tabulate with --methods") from None
     if seeds is None:
         seeds = sorted({s for m in methods + [SINGLE] for s in
                         list(finished.get(m, {})) + list(started.get(m, {}))})
@@ -261,6 +267,9 @@ def collect_results(source, dest, methods=None, seeds=None, progress: bool = Tru
         raise ConfigError(f"--from: {missing_folder(src)} is not a folder")
     if dst.resolve() == src.resolve():
         raise ConfigError(f"--collect: {dst} is the --from folder; give another one")
+    if dst.resolve().is_relative_to(src.resolve()):
+        raise ConfigError(f"--collect: {dst} is inside the --from folder {src}, whose run folders "
+                          f"it would then hold; give a folder outside it")
     finished, _ = find_runs(src)
     keep = None if methods is None else set(parse_methods(methods)) | {SINGLE}
     wanted = None if seeds is None else set(parse_seeds(seeds))

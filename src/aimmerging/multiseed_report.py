@@ -63,6 +63,10 @@ def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
             raise ConfigError(f"{run_dir / 'metrics.json'}: {key} is {m[key]}, not {want} as its "
                               f"folder says: a run in the wrong folder would be tabulated wrongly")
     trace = run_dir / "merge_trace.csv"
+    if not trace.is_file():
+        raise ConfigError(f"{trace}: absent, so the run's merges and fusion cases cannot be "
+                          f"counted (every run writes one, with a header alone when it merges "
+                          f"nothing)")
     rows = read_csv_rows(trace)
     try:
         counts = fusion_counts(rows)

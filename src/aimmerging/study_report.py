@@ -66,6 +66,7 @@ def load_study(folder) -> Optional[dict]:
     if not path.is_file():
         return None
     data = _json(path)
+    _check_comparison(data, path)
     for key in ("scores", "activations", "falls", "settings", "peaks"):
         data[key] = {}
     for run in data.get("runs") or []:
@@ -90,10 +91,31 @@ def load_study(folder) -> Optional[dict]:
     return data
 
 
+def _check_comparison(data: dict, path: Path) -> None:
+    """ConfigError naming ``path`` and the field when ``comparison.json`` lacks what the
+    summaries read (as ``aimmerging compare`` writes it)."""
+    def bad(field: str, what: str):
+        raise ConfigError(f"{path}: {field} {what}; `aimmerging compare --from` writes it anew")
+
+    for field, keys in (("rows", ("method", "seeds")), ("runs", ("method", "seed", "merges"))):
+        items = data.get(field)
+        if not isinstance(items, list):
+            bad(field, "is not a list")
+        for n, item in enumerate(items):
+            if not isinstance(item, dict) or any(k not in item for k in keys):
+                bad(f"{field}[{n}]", f"is not an object with {', '.join(keys)}")
+    if not isinstance(data.get("missing", []), list):
+        bad("missing", "is not a list")
+    if not isinstance(data.get("seeds", []), list):
+        bad("seeds", "is not a list")
+
+
 def _trace_counts(trace: Path) -> tuple[int, tuple[int, int]]:
     """``(merges with an activation, (Lambda falls, pairs))`` of a ``merge_trace.csv``; a pair
     is two consecutive merges of one task. ConfigError naming the file and row otherwise."""
     fired, falls, pairs, last = 0, 0, 0, None
+    if not Path(trace).is_file():
+        raise ConfigError(f"{trace}: absent; `aimmerging compare --from` needs it too")
     with open(trace, newline="", encoding="utf-8") as f:
         for n, r in enumerate(csv.DictReader(f), start=1):
             try:
