@@ -88,7 +88,8 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
     if iy:
         twin = bottom.twinx()
         lines += twin.plot(ix, iy, color=COLORS[3], lw=1.8, drawstyle="steps-post",
-                           label="merge interval S (right axis)")
+                           label="merge interval S (right axis; without an activation "
+                                 "a merge waits until 2S)")
         twin.set_ylabel("merge interval S (steps)")
         twin.set_ylim(0, max(iy) * 1.25 + 1)
     if lines:
