@@ -234,11 +234,14 @@ def test_collect_copies_only_the_small_files_of_finished_runs(tmp_path: Path) ->
     assert code == 0
     copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     runs = [f"{m}/seed{s}" for m in ("aimmerging", "replay", "seq_lora", "single_task") for s in (1, 2)]
-    assert copied == sorted([f"{r}/{n}" for r in runs for n in COLLECTED] + [
+    present = [f"{r}/{n}" for r in runs for n in COLLECTED if (root / r / n).is_file()]
+    written = ("config.yaml", "metrics.json", "accuracy_matrix.csv", "merge_trace.csv",
+               "example_scores.csv", "signals.csv")                # what these fake runs hold
+    assert all(f"{r}/{n}" in present for r in runs for n in written)
+    assert copied == sorted(present + [
         f"comparison{x}" for x in (".csv", ".json", ".md", ".png", "_runs.csv")])
-    for r in runs:
-        for n in COLLECTED:
-            assert (dest / r / n).read_bytes() == (root / r / n).read_bytes()
+    for name in present:
+        assert (dest / name).read_bytes() == (root / name).read_bytes()
     # recomputed from the copies: the same tables
     tabulate(root, progress=False)
     for name in ("comparison.csv", "comparison_runs.csv"):
