@@ -61,7 +61,11 @@ def test_missing_runs_are_named():
     text = study_report.readme_summary(_data(
         [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},
                                     {"method": "aimmerging", "seed": 44, "why": "not finished"}]))
-    assert "The study is not complete" in text and "`aimmerging` seed 43, 44" in text
+    assert "The study is not complete: 0 of 2 runs are in" in text
+    details = study_report.results_details(_data(
+        [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},
+                                    {"method": "aimmerging", "seed": 44, "why": "not finished"}]))
+    assert "`aimmerging` seed 43, 44" in details
 
 
 def test_no_study_says_so():

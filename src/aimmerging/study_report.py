@@ -278,8 +278,13 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
              f"in bold where it excludes 0 (a claim only over at least {CLAIM_SEEDS} seeds). Scored on the {settings.get('split', 'test')} split"
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""] + _verdicts(data)
-    lines += [""] + _missing(data) if data.get("missing") else []
-    return "\n".join(lines + ["", _recompute(data, folder)])
+    missing, runs = data.get("missing") or [], len(data.get("runs") or [])
+    if missing:
+        lines += ["", f"The study is not complete: {runs} of {runs + len(missing)} runs are in "
+                      f"(docs/results.md names the others), and the means and intervals are over "
+                      f"the seeds present."]
+    return "\n".join(lines + ["", f"Recomputed from the committed runs in `{folder}/` by the "
+                                  f"command that docs/results.md gives."])
 
 
 def _merge_summary(data: dict) -> dict:
