@@ -252,7 +252,8 @@ def _missing(data: dict) -> list[str]:
     for x in missing:
         by_method.setdefault(x["method"], []).append(str(x["seed"]))
     runs = len(data.get("runs") or [])
-    return [f"The study is not complete: {runs} runs are in, and these are missing (the means "
+    return [f"The study is not complete: {runs} of {runs + len(missing)} runs are in, and these "
+            f"are missing (the means "
             f"and intervals are over the seeds present): "
             + "; ".join(f"`{m}` seed {', '.join(s)}" for m, s in by_method.items()) + "."]
 
