@@ -119,9 +119,10 @@ def test_lambda_falls_are_counted_within_a_task(tmp_path):
                     "b,3,8,9.0,0,1,0\nb,3,16,3.0,1,0,1\n")
     # a: 5 -> 4 fell, 4 -> 4.5 rose; b: 9 -> 3 fell; a -> b is no pair
     assert _trace_counts(path) == (2, (2, 3))
-    path.write_text("task,stage,step,lambda,activations\na,2,8,x,0\n")
-    with pytest.raises(ConfigError, match="merge_trace.csv, row 1"):
-        _trace_counts(path)
+    for bad in ("x,0", "1.0,nan"):
+        path.write_text(f"task,stage,step,lambda,activations\na,2,8,{bad}\n")
+        with pytest.raises(ConfigError, match="merge_trace.csv, row 1: .* not a finite number"):
+            _trace_counts(path)
 
 
 def test_comparison_md_marks_an_interval_over_too_few_seeds():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Optional
@@ -119,10 +120,14 @@ def _trace_counts(trace: Path) -> tuple[int, tuple[int, int]]:
     with open(trace, newline="", encoding="utf-8") as f:
         for n, r in enumerate(csv.DictReader(f), start=1):
             try:
-                fired += float(r.get("activations") or 0) > 0
+                act = float(r.get("activations") or 0)
                 lam = float(r["lambda"]) if r.get("lambda") not in (None, "") else None
+                if not math.isfinite(act) or (lam is not None and not math.isfinite(lam)):
+                    raise ValueError
             except ValueError:
-                raise ConfigError(f"{trace}, row {n}: activations or lambda is not a number") from None
+                raise ConfigError(f"{trace}, row {n}: activations or lambda is not a finite "
+                                  f"number") from None
+            fired += act > 0
             if last is not None and lam is not None and last[0] == r.get("task"):
                 pairs += 1
                 falls += lam < last[1]
