@@ -94,6 +94,8 @@ def test_the_committed_comparison_is_recomputed_from_its_run_files(tmp_path):
     again = json.loads((tmp_path / "comparison.json").read_text())
     for key in ("rows", "runs", "missing", "seeds", "methods", "single_task_scores"):
         assert again[key] == committed[key], key
+    for name in ("comparison.csv", "comparison_runs.csv"):
+        assert (tmp_path / name).read_text() == (COMMITTED / name).read_text(), name
 
 
 def test_threshold_peaks_take_each_intervals_highest_loss(tmp_path):

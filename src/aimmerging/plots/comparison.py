@@ -56,6 +56,7 @@ def plot_comparison(summary: dict, path) -> Optional[Path]:
             ax.margins(y=0.08)
         bottom.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     boot = summary.get("bootstrap") or {}
+    partial = "; runs missing, see comparison.md" if summary.get("missing") else ""
     fig.suptitle(f"Comparison over seeds {', '.join(map(str, summary.get('seeds') or []))} "
-                 f"(paired bootstrap, {boot.get('draws')} draws)", fontweight="bold")
+                 f"(paired bootstrap, {boot.get('draws')} draws{partial})", fontweight="bold")
     return _save(fig, Path(path))
