@@ -75,7 +75,8 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
     elif hx:
         title += " (a new memory batch every step)"
     top.set_title(title, fontsize=10)
-    top.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
+    # on the right axis, so that "best" keeps clear of the history loss and the threshold
+    hist.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
     top.grid(alpha=0.3)
     lx, ly = _series(merges, "lambda")
     lines = []
