@@ -2,9 +2,12 @@
 # The cpu_small study (docs/results.md), each run in runs/cpu_small/<method>/seed<S>/, as
 # `aimmerging compare configs/cpu_small.yaml --seeds ...` lays them out and then reuses them.
 #   scripts/cpu_small_study.sh [LANES]      # default 2 lanes, one torch thread each, niced
-# The runs, in this order: every method (the main seven, then IncLoRA, O-LoRA, MoELoRA and
-# single-round merging) at seed 42; the main seven at seeds 43 and 44; the other four at 43
-# and 44. STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
+# The runs, in this order, so that the question the study asks (does adaptive merging beat
+# replay and fixed-interval merging?) has its three seeds first: aimmerging, replay,
+# aimmerging_reference and fixed_interval at seed 42; aimmerging, replay and fixed_interval at
+# seeds 43 and 44; every other method at seed 42 (IncLoRA, O-LoRA, MoELoRA and single-round
+# merging among them); the other main methods at 43 and 44; the other four at 43 and 44.
+# STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
 # Safe to start again after any interruption: finished runs are skipped, unfinished ones
 # resumed from their last checkpoint. Progress: runs/cpu_small/study.log.
 # Every run of a study must use the same code: STUDY_CODE=DIR runs the package of the checkout
@@ -19,14 +22,19 @@ CODE=$(realpath "${STUDY_CODE:-.}")
 [ -d "$CODE/src/aimmerging" ] || { echo "STUDY_CODE: $CODE has no src/aimmerging" >&2; exit 2; }
 export PYTHONPATH="$CODE/src"
 REV=$(git -C "$CODE" rev-parse --short HEAD)$(git -C "$CODE" diff --quiet HEAD -- src || echo "+changes")
-MAIN="aimmerging replay aimmerging_reference fixed_interval seq_lora recurrent_kif single_task"
+CORE="aimmerging replay fixed_interval"
+OTHER="aimmerging_reference seq_lora recurrent_kif single_task"     # the main seven: CORE + OTHER
 EXTRA="inc_lora o_lora moe_lora single_merge"
 PLAN=()                                                          # "method seed" pairs, in order
 if [ -n "$STUDY_METHODS$STUDY_SEEDS" ]; then
-  for seed in ${STUDY_SEEDS:-42 43 44}; do for m in ${STUDY_METHODS:-$MAIN $EXTRA}; do PLAN+=("$m $seed"); done; done
+  for seed in ${STUDY_SEEDS:-42 43 44}; do
+    for m in ${STUDY_METHODS:-$CORE $OTHER $EXTRA}; do PLAN+=("$m $seed"); done
+  done
 else
-  for m in $MAIN $EXTRA; do PLAN+=("$m 42"); done
-  for seed in 43 44; do for m in $MAIN; do PLAN+=("$m $seed"); done; done
+  for m in aimmerging replay aimmerging_reference fixed_interval; do PLAN+=("$m 42"); done
+  for seed in 43 44; do for m in $CORE; do PLAN+=("$m $seed"); done; done
+  for m in seq_lora recurrent_kif single_task $EXTRA; do PLAN+=("$m 42"); done
+  for seed in 43 44; do for m in $OTHER; do PLAN+=("$m $seed"); done; done
   for seed in 43 44; do for m in $EXTRA; do PLAN+=("$m $seed"); done; done
 fi
 OUT=runs/cpu_small
