@@ -181,7 +181,7 @@ def test_the_summaries_are_written_from_a_collected_study(seeded: Path, tmp_path
     merges = sum(int(runs[("aimmerging", s)]["merges"]) for s in SEEDS) / len(SEEDS)
     details = (tmp_path / "docs/results.md").read_text()
     assert f"| `aimmerging` | 2 | {merges:.1f} |" in details
-    assert f"- `aimmerging` (2 runs): the forgetting signal fired in " in details
+    assert f"- `aimmerging` (2 runs): an activation was counted in " in details
     data = json.loads((dest / "comparison.json").read_text())
     data["rows"][0]["OP_mean"] = 99.0
     (dest / "comparison.json").write_text(json.dumps(data))

@@ -348,8 +348,9 @@ def _merge_sentences(data: dict) -> list[str]:
         if a is None:
             continue
         r = a["ratios"]
-        text = (f"- `{m}` ({a['runs']} run{'s' if a['runs'] > 1 else ''}): the forgetting signal "
-                f"fired in {a['fired']:.1f} of {a['merges']:.1f} merge intervals a run")
+        forced = " (its code forces one at the deferral limit 2S)" if m == "aimmerging_reference" else ""
+        text = (f"- `{m}` ({a['runs']} run{'s' if a['runs'] > 1 else ''}): an activation was "
+                f"counted in {a['fired']:.1f} of {a['merges']:.1f} merge intervals a run{forced}")
         if r:
             text += (f", its history loss peaking at a median {statistics.median(r):.2f} of the "
                      f"threshold (in all its runs, {sum(v >= 1 for v in r)} of {len(r)} intervals reached it, "
