@@ -113,7 +113,7 @@ def test_threshold_peaks_take_each_intervals_highest_loss(tmp_path):
 
 
 def test_lambda_falls_are_counted_within_a_task(tmp_path):
-    from aimmerging.study_report import _trace_counts
+    from aimmerging.study_merges import trace_counts as _trace_counts
 
     path = tmp_path / "merge_trace.csv"
     path.write_text("task,stage,step,lambda,activations,alpha_new,alpha_past\n"
@@ -149,7 +149,7 @@ def test_a_malformed_comparison_names_its_field(tmp_path, bad, field):
 
 def test_a_run_without_its_merge_trace_is_refused(tmp_path):
     from aimmerging.multiseed_report import run_record
-    from aimmerging.study_report import _trace_counts
+    from aimmerging.study_merges import trace_counts as _trace_counts
 
     (tmp_path / "metrics.json").write_text(json.dumps({"method": "replay", "seed": 1, "op": 1.0}))
     with pytest.raises(ConfigError, match="merge_trace.csv: absent"):
