@@ -5,8 +5,8 @@
 # The runs, in this order, so that the question the study asks (does adaptive merging beat
 # replay and fixed-interval merging?) has its three seeds first: aimmerging, replay,
 # aimmerging_reference and fixed_interval at seed 42; aimmerging, replay and fixed_interval at
-# seeds 43 and 44; every other method at seed 42 (IncLoRA, O-LoRA, MoELoRA and single-round
-# merging among them); the other main methods at 43 and 44; the other four at 43 and 44.
+# seeds 43 and 44; IncLoRA, O-LoRA, MoELoRA and single-round merging at seed 42; the other
+# main methods at 42, then at 43 and 44; IncLoRA, O-LoRA, MoELoRA and single_merge at 43 and 44.
 # STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
 # Safe to start again after any interruption: finished runs are skipped, unfinished ones
 # resumed from their last checkpoint. Progress: runs/cpu_small/study.log.
@@ -33,7 +33,7 @@ if [ -n "$STUDY_METHODS$STUDY_SEEDS" ]; then
 else
   for m in aimmerging replay aimmerging_reference fixed_interval; do PLAN+=("$m 42"); done
   for seed in 43 44; do for m in $CORE; do PLAN+=("$m $seed"); done; done
-  for m in seq_lora recurrent_kif single_task $EXTRA; do PLAN+=("$m 42"); done
+  for m in $EXTRA seq_lora recurrent_kif single_task; do PLAN+=("$m 42"); done
   for seed in 43 44; do for m in $OTHER; do PLAN+=("$m $seed"); done; done
   for seed in 43 44; do for m in $EXTRA; do PLAN+=("$m $seed"); done; done
 fi

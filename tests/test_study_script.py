@@ -61,7 +61,7 @@ def test_the_core_comparison_has_its_three_seeds_first(tmp_path):
     starts = _run(repo, code, tmp_path)
     plan = ([(m, 42) for m in ("aimmerging", "replay", "aimmerging_reference", "fixed_interval")]
             + [(m, s) for s in (43, 44) for m in CORE]
-            + [(m, 42) for m in ("seq_lora", "recurrent_kif", "single_task", *EXTRA)]
+            + [(m, 42) for m in (*EXTRA, "seq_lora", "recurrent_kif", "single_task")]
             + [(m, s) for s in (43, 44) for m in OTHER] + [(m, s) for s in (43, 44) for m in EXTRA])
     assert len(set(plan)) == 33 == len(plan)
     plan.remove(("replay", 42))
