@@ -81,8 +81,9 @@ def main(argv=None) -> int:
         merges = list(csv.DictReader(fh))
     print(f"{len(merges)} merges in {trace}")
     for m in merges:
-        print(f"  {m['task']} step {m['step']}: interval {m['interval_run']} -> "
-              f"{m['next_interval']}, alpha_new {m['alpha_new']}, alpha_past {m['alpha_past']}")
+        print(f"  {m['task']} step {m['step']}: after {m['interval_run']} steps, "
+              f"activations {m['activations']}, weights (alpha_new {m['alpha_new']}, "
+              f"alpha_past {m['alpha_past']}), merge interval S now {m['next_interval']}")
     return 0
 
 

@@ -28,6 +28,7 @@ AdamW, replay memory, traces) goes into every Trainer checkpoint, as ``aimmergin
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -39,9 +40,9 @@ from .config import build_config
 from .controller import ControllerConfig
 from .data.formats import Example
 from .engine import MemoryPasses, MergingEngine
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, did_you_mean
 from .losses import _unwrap, batch_loss
-from .memory import ReplayMemory
+from .memory import ReplayMemory, TokenizedMemory
 from .methods import MERGING_METHODS
 from .methods.merging import controller_config, merging_settings
 from .prefix import can_share_prefix, grouped_loss
@@ -49,39 +50,36 @@ from .traces import Traces
 
 __all__ = ["AIMMergingCallback"]
 
-class _Rows:
-    """Tokenized rows (dicts of token ids, or a ``datasets.Dataset``) as the replay memory."""
-
-    def __init__(self, rows) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def sample_batch(self, batch_size: int, rng) -> list:
-        """``batch_size`` rows drawn uniformly without repeats (all of them when fewer)."""
-        index = rng.sample(range(len(self.rows)), min(batch_size, len(self.rows)))
-        return [self.rows[i] for i in index]
-
-
 def _examples(items: Sequence, what: str) -> list[Example]:
-    """``items`` as :class:`Example` objects: Examples, or mappings with ``input`` and ``output``."""
+    """``items`` as :class:`Example` objects: Examples, or mappings with non-empty string
+    ``input`` and ``output`` fields; ConfigError naming the first that is neither."""
     out = []
     for i, item in enumerate(items):
         if isinstance(item, Example):
             out.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("input"), str) \
-                and isinstance(item.get("output"), str):
-            out.append(Example(str(item.get("id", i)), item["input"], item["output"]))
-        else:
-            raise ConfigError(f"AIMMergingCallback: {what}[{i}] needs string 'input' and "
-                              f"'output' fields (or is an aimmerging Example)")
+            continue
+        if not hasattr(item, "keys"):
+            raise ConfigError(f"AIMMergingCallback: {what}[{i}] is a {type(item).__name__}; give "
+                              f"mappings with 'input' and 'output' text, aimmerging Examples, or "
+                              f"tokenized rows with 'input_ids'")
+        for field in ("input", "output"):
+            value = item.get(field)
+            if not isinstance(value, str):
+                raise ConfigError(f"AIMMergingCallback: {what}[{i}] needs string 'input' and "
+                                  f"'output' fields (or is an aimmerging Example, or a tokenized "
+                                  f"row with 'input_ids'); it has {sorted(map(str, item.keys()))}")
+            if not value.strip():
+                raise ConfigError(f"AIMMergingCallback: {what}[{i}]: field {field!r} is empty")
+        out.append(Example(str(item.get("id", i)), item["input"], item["output"]))
     return out
 
 
 def _is_rows(items) -> bool:
+    """Whether ``items`` are tokenized rows: a ``datasets.Dataset`` or mappings with ``input_ids``."""
+    if hasattr(items, "column_names"):
+        return True
     first = items[0] if len(items) else None
-    return isinstance(first, dict) and "input_ids" in first
+    return hasattr(first, "keys") and "input_ids" in first
 
 
 class _TrainerHost:
@@ -204,8 +202,10 @@ class AIMMergingCallback(TrainerCallback):
         self.method = method
         self.method_name = "aimmerging" if isinstance(method, ControllerConfig) else method
         if self.method_name not in MERGING_METHODS:
-            raise ConfigError(f"AIMMergingCallback: method {method!r} is not a merging method; "
-                              f"known: {', '.join(MERGING_METHODS)}")
+            raise ConfigError(f"AIMMergingCallback: method {method!r} is not a merging "
+                              f"method{did_you_mean(method, MERGING_METHODS)}; known: "
+                              f"{', '.join(MERGING_METHODS)} (the other methods, replay "
+                              f"among them, run with `aimmerging run`)")
         self.settings, self.seed, self.batch_size = dict(settings), seed, batch_size
         self.tokenizer, self.collate, self.output_dir = tokenizer, collate, output_dir
         self.max_tokens = (max_input_tokens, max_target_tokens)
@@ -237,20 +237,21 @@ class AIMMergingCallback(TrainerCallback):
 
     def _as_memory(self, memory, cfg):
         m = cfg.method
+        empty = ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
         if memory is None:
-            return ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
+            return empty
         if isinstance(memory, ReplayMemory):
             return memory
-        if hasattr(memory, "column_names") or (isinstance(memory, (list, tuple)) and _is_rows(memory)):
-            return _Rows(memory)
-        if not isinstance(memory, (list, tuple)):
+        if not (isinstance(memory, (list, tuple)) or hasattr(memory, "column_names")):
             raise ConfigError("AIMMergingCallback: memory must be a ReplayMemory, a list of "
                               f"examples or tokenized rows, not {type(memory).__name__}")
-        kept = ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
-        if memory:     # the given examples, whole, as one task
-            kept.load_state_dict({**kept.state_dict(), "tasks": [{"task": "memory", "examples": [
-                {"id": e.id, "input": e.input, "output": e.output}
-                for e in _examples(memory, "memory")]}]})
+        if not len(memory):
+            return empty
+        rows = _is_rows(memory)
+        kept = empty.emptied(TokenizedMemory) if rows else empty
+        items = list(memory) if rows else _examples(memory, "memory")
+        kept._store["memory"] = [kept._item(i, item, "memory") for i, item in enumerate(items)] \
+            if rows else items                       # the given examples, whole, as one task
         return kept
 
     def _controller(self, cfg) -> tuple[ControllerConfig, bool]:
@@ -263,7 +264,7 @@ class AIMMergingCallback(TrainerCallback):
     def _collate(self, model, processing_class, train_dataloader):
         if self.collate is not None:
             return self.collate
-        if isinstance(self.memory, _Rows):
+        if isinstance(self.memory, TokenizedMemory):
             collate = getattr(train_dataloader, "collate_fn", None)
             if collate is None:
                 raise ConfigError("AIMMergingCallback: give collate= for a tokenized memory")
@@ -283,24 +284,50 @@ class AIMMergingCallback(TrainerCallback):
 
     # --- tasks ---------------------------------------------------------------------------
     def start_task(self, name: str) -> None:
-        """Name the task that the next ``trainer.train()`` trains (default ``task1``, ``task2`` ...)."""
+        """Name the task that the next ``trainer.train()`` trains (default ``task1``, ``task2`` ...).
+
+        Raises:
+            ConfigError: an empty name, or one already in the replay memory (a finished task).
+        """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"AIMMergingCallback.start_task: name must be a non-empty string, "
                               f"got {name!r}")
+        if name in self.memory.tasks:
+            raise ConfigError(f"AIMMergingCallback.start_task: task {name!r} is finished already "
+                              f"(it is in the replay memory); give each task its own name")
         self._next_name = name
 
     def finish_task(self, examples, name: Optional[str] = None) -> list:
         """Add a finished task's training examples to the replay memory: a seeded sample of
-        ``memory_ratio`` (or ``memory_size``) of them (SPEC.md "Replay memory"), stored under
-        ``name`` (default: the task just trained). Returns the stored examples."""
-        if isinstance(self.memory, _Rows):
-            raise ConfigError("AIMMergingCallback.finish_task: the memory is tokenized rows; give "
-                              "the rows of every earlier task as memory= to the next callback")
+        ``memory_ratio`` (or ``memory_size``) of them (docs/algorithm.md "Replay memory"),
+        stored under ``name`` (default: the task just trained). Returns the stored examples.
+
+        ``examples`` are text (mappings with ``input`` and ``output``, or aimmerging
+        Examples), or tokenized rows (a ``datasets.Dataset``, or mappings with ``input_ids``,
+        usually with ``attention_mask`` and ``labels``), the same form from task to task.
+        Tokenized rows are batched by the Trainer's data collator (or ``collate=``).
+
+        Raises:
+            ConfigError: no task trained yet and no ``name``, a task already stored, no
+                examples, text where the memory holds tokenized rows (or the reverse), or an
+                example without the fields above (naming its index and field).
+        """
         name = name or self.task["name"]
         if not name:
             raise ConfigError("AIMMergingCallback.finish_task: no task trained yet; give name=")
+        items = list(examples)
+        rows = hasattr(examples, "column_names") or _is_rows(items)
+        if rows and not isinstance(self.memory, TokenizedMemory):
+            if len(self.memory):
+                raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds text "
+                                  "examples; give this task's examples as text too ('input' and "
+                                  "'output'), or tokenized rows from the first task on")
+            self.memory = self.memory.emptied(TokenizedMemory)
+        elif not rows and isinstance(self.memory, TokenizedMemory) and len(self.memory):
+            raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds tokenized "
+                              "rows; give this task's tokenized rows (with 'input_ids') too")
         try:
-            return self.memory.add_task(name, _examples(list(examples), "examples"))
+            return self.memory.add_task(name, items if rows else _examples(items, "examples"))
         except ValueError as exc:
             raise ConfigError(f"AIMMergingCallback.finish_task: {exc}") from None
 
@@ -318,8 +345,15 @@ class AIMMergingCallback(TrainerCallback):
             raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
                               "the fusion needs whole on every rank; use DDP (torchrun)")
         cfg = self._config(args)
+        resuming = state.global_step > 0     # resume_from_checkpoint: the callback's state too
+        if resuming:
+            from .callback_state import read_state, restore, restore_memory
+
+            if self._pending is None:
+                self._pending = read_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            restore_memory(self, self._pending)      # first: the memory decides the batching
         host = _TrainerHost(model, self._collate(model, processing_class, train_dataloader),
-                            self._seq2seq(model), not isinstance(self.memory, _Rows),
+                            self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
                             cfg.train.max_grad_norm, bool(args.fp16))
         params = [p for p in model.parameters() if p.requires_grad]
         rehearsal = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
@@ -328,20 +362,37 @@ class AIMMergingCallback(TrainerCallback):
         self.last_merge = None
         passes = MemoryPasses(cfg, self.memory, host, self.timing, self.counters)
         self.engine = MergingEngine(passes, ctl, rehearsal, ifm, self.traces)
-        if state.global_step > 0:          # resume_from_checkpoint: the callback's state too
-            from .callback_state import read_state, restore
-
-            if self._pending is None:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                self._pending = read_state(folder)
+        if resuming:
             restore(self, self._pending, host.device)
             self._pending = self._next_name = None
-        else:
-            index = self.task["index"] + 1
-            self.task = {"index": index, "name": self._next_name or f"task{index + 1}"}
-            self._next_name = None
-            self.engine.task = (index, self.task["name"])
-            self.engine.before_task(model)
+            return
+        index = self.task["index"] + 1
+        name = self._next_name or f"task{index + 1}"
+        if name in self.memory.tasks:
+            raise ConfigError(f"AIMMergingCallback: task {name!r} is finished already (it is in "
+                              f"the replay memory); call start_task(name) with a new name first")
+        if index > 0 and self._next_name is None:
+            warnings.warn(f"AIMMergingCallback: trainer.train() began without start_task(), so it "
+                          f"trains a new task {name!r} with the controller reset; call "
+                          f"start_task(name) before each task (a stopped task continues with "
+                          f"train(resume_from_checkpoint=...))", stacklevel=2)
+        if index > 0 and not len(self.memory):
+            warnings.warn(f"AIMMergingCallback: the replay memory is empty, so task {name!r} "
+                          f"trains without merging; call finish_task(examples) after each "
+                          f"task's train()", stacklevel=2)
+        self.task = {"index": index, "name": name}
+        self._next_name = None
+        self.engine.task = (index, name)
+        self.engine.before_task(model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write_traces(args, state)
+        stage = self.task["index"] + 1
+        if len(self.memory) and not any(m["stage"] == stage for m in self.traces.merges):
+            warnings.warn(f"AIMMergingCallback: task {self.task['name']!r} ended after "
+                          f"{state.global_step} steps without a merge (a merge comes after S "
+                          f"steps, S = {self.engine.controller.interval} now, and may wait until "
+                          f"2S); train it longer or lower s_init", stacklevel=2)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.engine.on_gradients(model, "new")
@@ -376,9 +427,6 @@ class AIMMergingCallback(TrainerCallback):
 
         if state.is_world_process_zero:
             write_state(self, Path(args.output_dir) / f"checkpoint-{state.global_step}")
-        self._write_traces(args, state)
-
-    def on_train_end(self, args, state, control, **kwargs):
         self._write_traces(args, state)
 
     def _write_traces(self, args, state) -> None:

@@ -59,15 +59,11 @@ def _optimizer_state(meta: dict, tensors: dict) -> dict:
 
 def write_state(callback, checkpoint: Path) -> Path:
     """Write the callback's state into ``checkpoint/aimmerging`` (atomically); returns that folder."""
-    from .memory import ReplayMemory
-
     engine = callback.engine
     opt_tensors, opt_plain = _optimizer_parts(engine.rehearsal_optimizer.state_dict())
-    memory = callback.memory
     state = {"version": _VERSION, "method": callback.method_name, "task": dict(callback.task),
              "engine": engine.state_dict(), "traces": callback.traces.state_dict(),
-             "memory": memory.state_dict() if isinstance(memory, ReplayMemory)
-             else {"rows": len(memory)},
+             "memory": callback.memory.state_dict(),
              "timing": dict(callback.timing), "counters": dict(callback.counters),
              "rehearsal_optimizer": opt_plain}
     tensors = {**{_ENGINE + k: v for k, v in engine.tensor_state().items()}, **opt_tensors}
@@ -105,10 +101,31 @@ def read_state(checkpoint: Path) -> dict:
     return {"folder": folder, "state": state, "tensors": tensors}
 
 
-def restore(callback, data: dict, device) -> None:
-    """Put what :func:`read_state` returned back into ``callback`` (its engine already built)."""
-    from .memory import ReplayMemory
+def restore_memory(callback, data: dict) -> None:
+    """Put the replay memory of what :func:`read_state` returned back into ``callback`` (text
+    or tokenized, as saved); before the engine is built, since the memory decides the batching."""
+    from .memory import memory_from_state
 
+    saved = data["state"].get("memory")
+    try:
+        if isinstance(saved, dict) and set(saved) == {"rows"}:      # a given memory, kept whole
+            if saved["rows"] != len(callback.memory):
+                raise ValueError(f"the memory held {saved['rows']} rows, this one "
+                                 f"{len(callback.memory)}")
+            return
+        if isinstance(saved, dict) and saved.get("kind", "text") == callback.memory.kind:
+            callback.memory.load_state_dict(saved)          # in place: the user's object
+        else:
+            callback.memory = memory_from_state(saved)
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingError(f"{data['folder']}: the checkpoint does not fit this callback "
+                            f"({msg})") from None
+
+
+def restore(callback, data: dict, device) -> None:
+    """Put what :func:`read_state` returned back into ``callback`` (its engine already built;
+    the memory by :func:`restore_memory` before)."""
     state, tensors, folder = data["state"], data["tensors"], data["folder"]
     engine = callback.engine
     try:
@@ -118,11 +135,6 @@ def restore(callback, data: dict, device) -> None:
                                                  if k.startswith(_ENGINE)}, device)
         engine.rehearsal_optimizer.load_state_dict(
             _optimizer_state(state["rehearsal_optimizer"], tensors))
-        if isinstance(callback.memory, ReplayMemory):
-            callback.memory.load_state_dict(state["memory"])
-        elif state["memory"].get("rows") != len(callback.memory):
-            raise ValueError(f"the memory held {state['memory'].get('rows')} rows, this one "
-                             f"{len(callback.memory)}")
         callback.traces.load_state_dict(state["traces"])
         for name in ("timing", "counters"):
             getattr(callback, name).clear()

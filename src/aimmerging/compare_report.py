@@ -80,7 +80,7 @@ def markdown_table(rows: list[dict], meta: dict, matrices: Optional[dict] = None
     a0_text = (", ".join(f"{t} {v:.2f}" for t, v in a0.items()) if a0 else "not run (--no-fwt)")
     lines += ["",
               "OP, FWT and BWT are in percentage points after training on the final task "
-              "(SPEC.md \"Metrics\"); the best value of a column is in bold. ",
+              "(docs/algorithm.md, \"Metrics\"); the best value of a column is in bold. ",
               f"FWT compares each task's score right after training it with a0, the score of a "
               f"LoRA trained on that task alone: the `single_task` run gives a0 ({a0_text}).",
               "Training time is the wall time of the training loops in seconds (history-loss "

@@ -7,7 +7,10 @@ replacement with ``random.Random(f"{seed}:{task}")``, so it depends only on the
 seed and the task name, never on Python's hash randomisation or on the order in
 which tasks arrive. Stored examples keep their file order.
 
-``round`` rounds halves up here (2.5 -> 3), as the controller's does in SPEC.md.
+``round`` rounds halves up here (2.5 -> 3), as the controller's does (docs/algorithm.md).
+
+:class:`TokenizedMemory` is the same memory for rows a user tokenized (mappings with
+``input_ids``), as the Trainer callback keeps them; its draw is the same.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Iterable
 
 from aimmerging.data.formats import Example
 
-__all__ = ["ReplayMemory"]
+__all__ = ["ReplayMemory", "TokenizedMemory", "memory_from_state"]
 
 _STATE_VERSION = 1
 
@@ -48,6 +51,9 @@ def _check_seed(value: Any) -> int:
 class ReplayMemory:
     """Examples kept from earlier tasks, sampled uniformly for history loss and rehearsal."""
 
+    #: what the memory holds, in its state: ``text`` (Examples) or ``tokenized`` (rows)
+    kind = "text"
+
     def __init__(self, memory_ratio: float = 0.02, memory_size: int | None = None, seed: int = 0):
         self.memory_ratio = _check_ratio(memory_ratio)
         self.memory_size = _check_size(memory_size)
@@ -62,24 +68,35 @@ class ReplayMemory:
             return self.memory_size
         return max(1, math.floor(self.memory_ratio * n_examples + 0.5 + 1e-9))
 
-    def add_task(self, task: str, examples: list[Example]) -> list[Example]:
-        """Store the sample of a finished task and return it (in file order)."""
+    def add_task(self, task: str, examples: list) -> list:
+        """Store the sample of a finished task and return it (in file order).
+
+        Raises:
+            ValueError: an empty or repeated task name, no examples, or an example that is
+                not an :class:`Example` (one line naming it).
+        """
         if not isinstance(task, str) or not task:
             raise ValueError(f"task must be a non-empty string, got {task!r}")
         if task in self._store:
             raise ValueError(f"task {task!r} is already in the replay memory")
-        items = list(examples)
+        items = [self._item(index, item, task) for index, item in enumerate(examples)]
         if not items:
             raise ValueError(f"task {task!r} has no examples to store")
-        for index, item in enumerate(items):
-            if not isinstance(item, Example):
-                raise ValueError(f"examples[{index}] of task {task!r} is not an Example")
-        count = min(self.quota(len(items)), len(items))
-        rng = random.Random(f"{self.seed}:{task}")
-        chosen = sorted(rng.sample(range(len(items)), count))
-        stored = [items[i] for i in chosen]
+        stored = [items[i] for i in self._draw(task, len(items))]
         self._store[task] = stored
         return list(stored)
+
+    def _draw(self, task: str, n_items: int) -> list[int]:
+        """The indices (sorted) of the sample kept of a task of ``n_items`` examples."""
+        count = min(self.quota(n_items), n_items)
+        rng = random.Random(f"{self.seed}:{task}")
+        return sorted(rng.sample(range(n_items), count))
+
+    def _item(self, index: int, item: Any, task: str) -> Any:
+        """``item`` checked for storing (ValueError naming it otherwise)."""
+        if not isinstance(item, Example):
+            raise ValueError(f"examples[{index}] of task {task!r} is not an Example")
+        return item
 
     # ------------------------------------------------------------------ reading
 
@@ -126,14 +143,23 @@ class ReplayMemory:
             "memory_ratio": self.memory_ratio,
             "memory_size": self.memory_size,
             "seed": self.seed,
+            "kind": self.kind,
             "tasks": [
-                {
-                    "task": name,
-                    "examples": [{"id": e.id, "input": e.input, "output": e.output} for e in stored],
-                }
+                {"task": name, "examples": [self._record(e) for e in stored]}
                 for name, stored in self._store.items()
             ],
         }
+
+    @staticmethod
+    def _record(item: Any) -> dict:
+        return {"id": item.id, "input": item.input, "output": item.output}
+
+    @staticmethod
+    def _from_record(rec: Any, where: str) -> Any:
+        fields = [rec.get(k) if isinstance(rec, dict) else None for k in ("id", "input", "output")]
+        if not all(isinstance(f, str) for f in fields):
+            raise ValueError(f"{where} needs string 'id', 'input' and 'output'")
+        return Example(*fields)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace configuration and contents with those of ``state``."""
@@ -142,6 +168,9 @@ class ReplayMemory:
         version = state.get("version")
         if version != _STATE_VERSION:
             raise ValueError(f"replay memory state: unsupported version {version!r}")
+        if state.get("kind", "text") != self.kind:
+            raise ValueError(f"replay memory state: it holds {state.get('kind')} examples, "
+                             f"this memory {self.kind} ones")
         ratio = _check_ratio(state.get("memory_ratio"))
         size = _check_size(state.get("memory_size"))
         seed = _check_seed(state.get("seed"))
@@ -158,16 +187,9 @@ class ReplayMemory:
             records = entry.get("examples")
             if not isinstance(records, list):
                 raise ValueError(f"replay memory state: tasks[{t_index}].examples must be a list")
-            stored = []
-            for e_index, rec in enumerate(records):
-                fields = [rec.get(k) if isinstance(rec, dict) else None for k in ("id", "input", "output")]
-                if not all(isinstance(f, str) for f in fields):
-                    raise ValueError(
-                        f"replay memory state: tasks[{t_index}].examples[{e_index}] needs "
-                        "string 'id', 'input' and 'output'"
-                    )
-                stored.append(Example(*fields))
-            store[name] = stored
+            store[name] = [self._from_record(rec, f"replay memory state: tasks[{t_index}]."
+                                                  f"examples[{e_index}]")
+                           for e_index, rec in enumerate(records)]
         self.memory_ratio, self.memory_size, self.seed = ratio, size, seed
         self._store = store
 
@@ -176,3 +198,55 @@ class ReplayMemory:
         memory = cls()
         memory.load_state_dict(state)
         return memory
+
+    def emptied(self, kind: type) -> "ReplayMemory":
+        """An empty memory of class ``kind`` with this one's ratio, size and seed."""
+        return kind(self.memory_ratio, self.memory_size, self.seed)
+
+
+def _plain(value: Any) -> Any:
+    """A row's value as JSON-able Python (tensors and arrays as nested lists)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+class TokenizedMemory(ReplayMemory):
+    """A :class:`ReplayMemory` of tokenized rows: mappings with a non-empty ``input_ids``
+    (and usually ``attention_mask`` and ``labels``), batched by the Trainer's data collator.
+
+    The draw is :class:`ReplayMemory`'s; rows are stored as plain lists (tensors converted),
+    so that the state is JSON.
+    """
+
+    kind = "tokenized"
+
+    def _item(self, index: int, item: Any, task: str) -> dict:
+        if not hasattr(item, "keys") or "input_ids" not in item:
+            found = sorted(map(str, item.keys())) if hasattr(item, "keys") else type(item).__name__
+            raise ValueError(f"examples[{index}] of task {task!r} is not a tokenized row (a "
+                             f"mapping with 'input_ids'); it has {found}")
+        row = {str(k): _plain(v) for k, v in item.items()}
+        ids = row["input_ids"]
+        if not isinstance(ids, list) or not ids:
+            raise ValueError(f"examples[{index}] of task {task!r}: 'input_ids' is empty or not "
+                             f"a list of token ids")
+        return row
+
+    @staticmethod
+    def _record(item: Any) -> dict:
+        return item
+
+    @staticmethod
+    def _from_record(rec: Any, where: str) -> Any:
+        if not isinstance(rec, dict) or not isinstance(rec.get("input_ids"), list):
+            raise ValueError(f"{where} needs a list 'input_ids'")
+        return rec
+
+
+def memory_from_state(state: dict[str, Any]) -> ReplayMemory:
+    """The :class:`ReplayMemory` or :class:`TokenizedMemory` that ``state`` (a
+    :meth:`~ReplayMemory.state_dict`) describes."""
+    kind = state.get("kind", "text") if isinstance(state, dict) else None
+    cls = {"text": ReplayMemory, "tokenized": TokenizedMemory}.get(kind)
+    if cls is None:
+        raise ValueError(f"replay memory state: unknown kind {kind!r}")
+    return cls.from_state_dict(state)

@@ -246,7 +246,7 @@ def markdown_report(data: dict, figure: bool = True) -> str:
                      f"{'(reference)' if is_ref else _diff_cell(r, 'OP', n_seeds)} | "
                      f"{'(reference)' if is_ref else _diff_cell(r, 'BWT', n_seeds)} | "
                      f"{'-' if t is None else f'{t:.1f}'} |")
-    lines += ["", "OP, FWT and BWT (SPEC.md \"Metrics\", percentage points) are the mean ± the "
+    lines += ["", "OP, FWT and BWT (docs/algorithm.md, \"Metrics\"; percentage points) are the mean ± the "
               "sample standard deviation over the seeds present; FWT of seed S uses the "
               "`single_task` run of seed S as a0. A difference is the method minus the reference, "
               "averaged over the seeds where both finished, with its 95% interval from a paired "
@@ -269,7 +269,7 @@ def markdown_report(data: dict, figure: bool = True) -> str:
                                                  r["rehearsal_steps_skipped"]]
         cells += ["-" if r["main_steps"] is None else r["main_steps"], f"{r['train_seconds']:.1f}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += ["", "Fusion cases (SPEC.md \"Fusion cases\"), counted from each run's "
+    lines += ["", "Fusion cases (docs/algorithm.md, \"The fusion cases\"), counted from each run's "
               "`merge_trace.csv` by (alpha_new, alpha_past): no-op (1, 0), the merge changes "
               "nothing; tie (0.5, 0.5), from P_new = P_past = 0; discard (0, 1), the new-task "
               "progress since the anchor is replaced by the rehearsal; mixed, any other pair. "

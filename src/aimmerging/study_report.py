@@ -277,7 +277,7 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "the highest over all the method's intervals; below 1, the signal never fired. "
               "\"Λ fell\" counts, over all the method's runs, the pairs of consecutive merges of "
               "a task whose learning signal Lambda (the task vector's L1 change per step) fell: "
-              "each such pair votes P_new down (SPEC.md \"Merge controller\"). `fixed_interval` and "
+              "each such pair votes P_new down (docs/algorithm.md, \"The merge\"). `fixed_interval` and "
               "`recurrent_kif` log both signals but merge on a fixed schedule.", ""]
     lines += fusion_table(data)
     sentences = merge_sentences(data)

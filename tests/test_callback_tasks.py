@@ -1,0 +1,142 @@
+"""AIMMergingCallback across tasks: a replay memory grown from tokenized rows (and resumed
+from a checkpoint), and the mistakes of a task loop (no start_task, no finish_task, a name
+twice, empty fields, a task too short to merge), each refused or warned about by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+from aimmerging import AIMMergingCallback, ConfigError, ReplayMemory
+from aimmerging.batching import Encoder
+from aimmerging.data.demo import demo_stream
+from aimmerging.memory import TokenizedMemory
+from aimmerging.models import add_lora, load_backbone
+
+pytestmark = pytest.mark.timeout(600)
+
+TASKS = demo_stream(n_train=16, n_test=4)[:2]      # batch 4: 4 steps an epoch
+
+
+def tiny():
+    torch.manual_seed(0)
+    backbone = load_backbone("tiny-llama")
+    return add_lora(backbone), backbone.tokenizer, Encoder(backbone.tokenizer, False, 64, 4)
+
+
+def arguments(out, **extra) -> TrainingArguments:
+    base = dict(output_dir=str(out), per_device_train_batch_size=4, max_steps=4,
+                learning_rate=3e-3, save_strategy="no", report_to="none", use_cpu=True,
+                remove_unused_columns=False, disable_tqdm=True, logging_steps=1, seed=7)
+    base.update(extra)
+    return TrainingArguments(**base)
+
+
+def tokenized(encoder, task) -> list[dict]:
+    """A user's own tokenized rows: plain lists of token ids, the prompt masked in labels."""
+    return [{k: v[0].tolist() for k, v in encoder.train_batch([ex]).items()} for ex in task.train]
+
+
+def train_rows(model, tokenizer, rows, callback, out, **extra) -> Trainer:
+    trainer = Trainer(model=model, args=arguments(out, **extra), train_dataset=rows,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer), processing_class=tokenizer,
+                      callbacks=[callback])
+    return trainer
+
+
+def test_finish_task_keeps_a_sample_of_tokenized_rows_and_a_checkpoint_brings_it_back(tmp_path):
+    model, tokenizer, encoder = tiny()
+    first, second = (tokenized(encoder, t) for t in TASKS)
+    names = [t.info.name for t in TASKS]
+    cb = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=5, seed=3)
+    cb.start_task(names[0])
+    train_rows(model, tokenizer, first, cb, tmp_path / "one").train()
+    kept = cb.finish_task(first)
+    assert isinstance(cb.memory, TokenizedMemory) and cb.memory.tasks == [names[0]]
+    # the same seeded draw as a text memory's
+    text = ReplayMemory(memory_size=5, seed=3).add_task(names[0], list(TASKS[0].train))
+    assert kept == [first[TASKS[0].train.index(ex)] for ex in text]
+    with pytest.raises(ConfigError, match="holds tokenized rows"):
+        cb.finish_task(TASKS[1].train, name="other")
+
+    cb.start_task(names[1])
+    train_rows(model, tokenizer, second, cb, tmp_path / "two", save_strategy="steps",
+               save_steps=2).train()
+    assert [m["step"] for m in cb.traces.merges] == [2, 4]      # memory batches: the collator
+
+    # a fresh callback (no memory given) resumes task 2 from its step-2 checkpoint
+    fresh = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=5, seed=3)
+    again, _, _ = tiny()
+    again.load_state_dict(model.state_dict())        # any weights: only the state is compared
+    trainer = train_rows(again, tokenizer, second, fresh, tmp_path / "two")
+    trainer.train(resume_from_checkpoint=str(tmp_path / "two" / "checkpoint-2"))
+    assert isinstance(fresh.memory, TokenizedMemory) and fresh.memory.examples() == kept
+    assert fresh.task["name"] == names[1]
+    assert [m["step"] for m in fresh.traces.merges] == [2, 4]
+
+
+def test_text_after_text_and_rows_after_text_are_told_apart(tmp_path):
+    cb = AIMMergingCallback(memory_size=2)
+    cb.finish_task(TASKS[0].train, name="a")
+    _, _, encoder = tiny()
+    with pytest.raises(ConfigError, match="holds text examples"):
+        cb.finish_task(tokenized(encoder, TASKS[1]), name="b")
+    assert cb.memory.tasks == ["a"] and len(cb.memory) == 2       # nothing changed
+
+
+def test_the_fields_of_finish_tasks_examples_are_checked():
+    cb = AIMMergingCallback()
+    with pytest.raises(ConfigError, match=r"examples\[1\]: field 'output' is empty"):
+        cb.finish_task([{"input": "a", "output": "b"}, {"input": "x", "output": " "}], name="t")
+    with pytest.raises(ConfigError, match=r"examples\[0\] needs string 'input' and 'output'.*"
+                                          r"it has \['answer', 'prompt'\]"):
+        cb.finish_task([{"prompt": "a", "answer": "b"}], name="t")
+    with pytest.raises(ConfigError, match=r"examples\[0\] is a str"):
+        cb.finish_task(["just text"], name="t")
+    assert cb.memory.tasks == []
+
+
+def test_a_mistyped_method_gets_the_nearest_name():
+    with pytest.raises(ConfigError, match="'AIMMerging' is not a merging method \\(did you mean "
+                                          "'aimmerging'\\?\\)"):
+        AIMMergingCallback(method="AIMMerging")
+
+
+def test_a_finished_tasks_name_is_refused_before_training():
+    cb = AIMMergingCallback()
+    cb.finish_task(TASKS[0].train, name="sentiment")
+    with pytest.raises(ConfigError, match="task 'sentiment' is finished already"):
+        cb.start_task("sentiment")
+
+
+def test_the_mistakes_of_a_task_loop_are_warned_about(tmp_path):
+    model, tokenizer, encoder = tiny()
+
+    def train(cb, task, out, **extra):
+        Trainer(model=model, args=arguments(tmp_path / out, **extra), train_dataset=task.train,
+                data_collator=encoder.train_batch, processing_class=tokenizer,
+                callbacks=[cb]).train()
+
+    forgot = AIMMergingCallback(s_init=2)
+    forgot.start_task("first")
+    train(forgot, TASKS[0], "a")                     # ... and no finish_task
+    forgot.start_task("second")
+    with pytest.warns(UserWarning, match="the replay memory is empty, so task 'second' trains "
+                                         "without merging"):
+        train(forgot, TASKS[1], "b")
+    assert forgot.traces.merges == []
+
+    unnamed = AIMMergingCallback(s_init=2, memory_size=4)
+    unnamed.start_task("first")
+    train(unnamed, TASKS[0], "c")
+    unnamed.finish_task(TASKS[0].train)
+    with pytest.warns(UserWarning, match="began without start_task\\(\\), so it trains a new "
+                                         "task 'task2'"):
+        train(unnamed, TASKS[1], "d")
+    assert unnamed.task == {"index": 1, "name": "task2"}
+
+    short = AIMMergingCallback(s_init=8, memory=TASKS[0].train[:4])
+    short.start_task("short")
+    with pytest.warns(UserWarning, match="task 'short' ended after 2 steps without a merge"):
+        train(short, TASKS[1], "e", max_steps=2)
