@@ -103,3 +103,24 @@ def test_check_and_show_real_data(capsys) -> None:
 def test_format_table_alignment() -> None:
     table = format_table(["task", "n"], [["a", "5"], ["long", "100"]])
     assert table.splitlines() == ["task    n", "----  ---", "a       5", "long  100"]
+
+
+def test_check_of_a_config_takes_set_and_names_a_missing_file_once(tmp_path: Path, capsys) -> None:
+    from aimmerging.errors import ConfigError
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"q": f"q{i}", "a": "yes"}) + "\n" for i in range(4)))
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  tasks:\n    - {name: t, train: %s, test: %s, input: q, output: a}\n"
+                      % (tmp_path / "missing.jsonl", good))
+    assert _run(["data", "check", str(config)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [f"error: {tmp_path / 'missing.jsonl'}: file not found"]   # not once per split
+    fixed = f"data.tasks=[{{name: t, train: {good}, test: {good}, input: q, output: a}}]"
+    assert _run(["data", "check", str(config), "--set", fixed]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ["t", "custom", "accuracy", "4", "-", "4", "4", "4"] in [line.split() for line in out]
+    assert "note: data.tasks: task t: 4 of 4 test records have the input of a train record, " \
+           "so their scores measure memorisation" in out             # the same file twice
+    with pytest.raises(ConfigError, match="is a data folder"):
+        _run(["data", "check", str(tmp_path), "--set", "seed=1"])

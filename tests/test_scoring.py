@@ -54,3 +54,8 @@ def test_score_errors() -> None:
 def test_metric_names() -> None:
     assert normalize_metric("RougeL") == "rougeL"
     assert normalize_metric("accuracy") == "accuracy"
+
+
+def test_a_mistyped_metric_gets_the_nearest_name():
+    with pytest.raises(ValueError, match=r"unknown metric 'acuracy' \(did you mean 'accuracy'\?\)"):
+        normalize_metric("acuracy")

@@ -31,7 +31,12 @@ def normalize_metric(metric: str) -> str:
     """``accuracy`` or ``rougeL`` (aliases: ``exact_match``, ``em``, ``rouge-l`` ...)."""
     key = metric.strip().lower() if isinstance(metric, str) else None
     if key not in _METRIC_ALIASES:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+        from .errors import did_you_mean
+
+        hint = did_you_mean(metric, ("accuracy", "acc", "exact_match", "em", "rouge_l", "rougeL",
+                                     "rouge-l"))
+        raise ValueError(f"unknown metric {metric!r}{hint}; known: accuracy (or acc, "
+                         f"exact_match, em), rouge_l (or rougeL, rouge-l)")
     return _METRIC_ALIASES[key]
 
 

@@ -10,6 +10,7 @@ record and the field (:class:`~aimmerging.errors.DataError`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 from aimmerging.data.formats import Example
@@ -19,9 +20,24 @@ from aimmerging.data.sources import Records, read_source
 from aimmerging.data.spec import Source, SourceSpec, TaskSpec, render_template
 from aimmerging.errors import ConfigError, DataError
 
-__all__ = ["ROLES", "task_info", "role_source", "load_role", "load_custom_task"]
+__all__ = ["ROLES", "task_info", "role_source", "load_role", "load_custom_task", "overlap_note"]
 
 ROLES = ("train", "dev", "test")
+
+log = logging.getLogger(__name__)
+
+
+def overlap_note(name: str, train: list[Example], evaluation: list[Example],
+                 split: str = "test") -> Optional[str]:
+    """A warning line when records of ``evaluation`` have the input of a training record
+    (the same file twice, or leaked records), else None: their scores would measure
+    memorisation, not learning."""
+    seen = {ex.input.strip() for ex in train}
+    shared = sum(ex.input.strip() in seen for ex in evaluation)
+    if not shared:
+        return None
+    return (f"data.tasks: task {name}: {shared} of {len(evaluation)} {split} records have the "
+            f"input of a train record, so their scores measure memorisation")
 
 
 def task_info(spec: TaskSpec) -> TaskInfo:
@@ -90,12 +106,15 @@ def load_role(spec: TaskSpec, role: str) -> Optional[list[Example]]:
 
 
 def load_custom_task(spec: TaskSpec, n_train: Optional[int], n_test: Optional[int],
-                     seed: int | str, split: str = "test") -> TaskData:
+                     seed: int | str, split: str = "test",
+                     notes: Optional[list[str]] = None) -> TaskData:
     """Load a user task and draw its training and evaluation samples (:func:`draw_task`).
 
     ``split="test"`` needs test records (``test``, or a test split of the train source);
     ``split="dev"`` uses the task's dev records when it has some (``dev``, or a
     validation/dev split of the train source), else holds records out of the train file.
+    Test records with the input of a train record (:func:`overlap_note`) are logged as a
+    warning, or appended to ``notes`` when it is given.
     Raises DataError for unreadable records and ConfigError when the split has no source.
     """
     info = task_info(spec)
@@ -107,4 +126,9 @@ def load_custom_task(spec: TaskSpec, n_train: Optional[int], n_test: Optional[in
         raise ConfigError(f"data.tasks: task {spec.name}: no test records: give test: FILE, "
                           f"or evaluate on records held out from the train file with "
                           f"eval.split: dev")
+    note = overlap_note(spec.name, train, test) if split == "test" and test is not None else None
+    if note and notes is not None:
+        notes.append(note)
+    elif note:
+        log.warning(note)
     return draw_task(info, train, n_train, n_test, seed, split, test_pool=test, dev_pool=dev)
