@@ -205,3 +205,27 @@ def test_compare_refuses_an_unresumable_run_before_running(tmp_path: Path) -> No
                                           r"was run: remove the folder"):
         compare_runs(CONFIG, ["seq_lora", "replay"], [], out, fwt=False, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["replay"]     # seq_lora did not run
+
+
+def test_without_output_the_runs_go_to_a_folder_named_after_the_config(tmp_path: Path, monkeypatch,
+                                                                          capsys) -> None:
+    import aimmerging.compare as compare
+    import aimmerging.multiseed as multiseed
+
+    seen = {}
+    monkeypatch.chdir(tmp_path)
+
+    def fake(config, methods, *rest, **kw):
+        output = rest[-1]
+        seen.setdefault("outputs", []).append(output)
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "comparison.md").write_text("table\n")
+        return []
+
+    monkeypatch.setattr(compare, "compare_runs", fake)
+    monkeypatch.setattr(multiseed, "compare_seeds", lambda config, methods, seeds, overrides,
+                        output, **kw: fake(config, methods, output))
+    assert main(["compare", str(CONFIG), "--methods", "replay"]) == 0
+    assert main(["compare", str(CONFIG), "--methods", "replay", "--seeds", "42,43"]) == 0
+    assert seen["outputs"] == [str(Path("runs") / "smoke_compare"), str(Path("runs") / "smoke_seeds")]
+    assert "comparison folder: runs/smoke_compare (--output DIR chooses another)" in capsys.readouterr().out

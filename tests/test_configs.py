@@ -240,3 +240,10 @@ def test_task_and_method_names_get_a_did_you_mean():
         get_task_info("amazn")
     with pytest.raises(ConfigError, match=r"did you mean 'replay'\?"):
         parse_methods("seq_lora,replya")
+
+
+def test_a_list_set_without_brackets_is_shown_the_bracketed_form():
+    with pytest.raises(ConfigError, match=r'--set data.tasks=dbpedia,amazon: data.tasks: Input '
+                                          r'should be a valid list \(a list goes in brackets.*'
+                                          r'--set "data.tasks=\[dbpedia,amazon\]"\)'):
+        load_config(CONFIGS / "smoke.yaml", ["data.tasks=dbpedia,amazon"])

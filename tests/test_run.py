@@ -26,7 +26,10 @@ def two_runs(tmp_path_factory):
         proc = aimmerging("run", SMOKE, *sets(SMALL), "--output", out, "--quiet",
                           "--threads", "1", PYTHONHASHSEED=hash_seed)
         check_ok(proc)
-        assert proc.stdout.strip() == f"run folder: {out}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert proc.stdout.splitlines() == [                # --quiet: the result and the folder
+            f"OP {metrics['op']:.2f}   BWT {metrics['bwt']:+.2f}   FWT -   "
+            f"merges {metrics['merges']}", f"run folder: {out}"]
         dirs.append(out)
     return dirs
 

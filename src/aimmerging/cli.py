@@ -46,8 +46,9 @@ def cmd_run(args) -> int:
         out = Path(args.output) if args.output else \
             Path("runs") / f"{Path(args.config).stem}_{cfg.method.name}"
         accelerator = _accelerator_for(cfg, out)
-        run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-            accelerator=accelerator, resume_command=_resume_command(args, out))
+        metrics = run(cfg, out, resume=args.resume, overwrite=args.overwrite,
+                      progress=not args.quiet, accelerator=accelerator,
+                      resume_command=_resume_command(args, out))
     except KeyboardInterrupt as exc:
         if args.quiet and str(exc):       # otherwise the log line has shown it on the terminal
             print(exc, file=sys.stderr)
@@ -57,6 +58,10 @@ def cmd_run(args) -> int:
     except OSError as exc:         # an unwritable folder, a full disk ...
         _fail(AimmergingError, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     if accelerator is None or accelerator.is_main_process:
+        if args.quiet and isinstance(metrics, dict) and metrics.get("op") is not None:
+            bwt, fwt = metrics.get("bwt"), metrics.get("fwt")
+            print(f"OP {metrics['op']:.2f}   BWT {'-' if bwt is None else f'{bwt:+.2f}'}   "
+                  f"FWT {'-' if fwt is None else f'{fwt:+.2f}'}   merges {metrics.get('merges', 0)}")
         print(f"run folder: {out}")
     return 0
 

@@ -104,6 +104,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     whitespace-only input are no problem (:mod:`aimmerging.batching` gives a prompt with no
     token the tokenizer's BOS); a ``note:`` line names the file and the first such record.
     """
+    args.dir = str(Path(args.dir).expanduser())      # "~/cl_data", quoted, as --data takes it
     overrides = _overrides(args)
     if _is_config(args.dir):
         return check_config(args.dir, getattr(args, "data", None), overrides)
@@ -230,6 +231,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     limit = args.limit
     if limit is None or limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
+    args.dir = str(Path(args.dir).expanduser())
     overrides = _overrides(args)
     if _is_config(args.dir):
         examples = _config_split(args.dir, args.task, args.split, getattr(args, "data", None),

@@ -279,15 +279,16 @@ def collect_table(directory, methods: Optional[Sequence[str]] = None) -> list[di
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
-    from .multiseed import cmd_multiseed, require
+    from .multiseed import cmd_multiseed, default_output, require
 
     apply_threads(args)
     if args.seeds is not None or args.from_dir is not None:
         return cmd_multiseed(args)
     if args.reference or args.bootstrap or args.collect:
         raise ConfigError("--reference, --bootstrap and --collect apply with --seeds or --from")
-    require(args, "--methods", "--output")
+    require(args, "--methods")
     args.config, args.overrides = split_config_argument(args.config, args.overrides)
+    default_output(args, seeds=False)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet, data=args.data)
     md = Path(args.output) / "comparison.md"
@@ -305,7 +306,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="override config values for every method, e.g. --set train.epochs=1 "
                         "data.n_train=16 (repeatable)")
-    p.add_argument("--output", help="comparison folder (one run folder per method)")
+    p.add_argument("--output", help="comparison folder, one run folder per method (default: "
+                                    "runs/<config>_compare; with --seeds runs/<config>_seeds)")
     add_data_arg(p)
     p.add_argument("--no-fwt", action="store_true",
                    help="do not run single_task first (no a0, so no FWT)")

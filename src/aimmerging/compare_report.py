@@ -86,8 +86,10 @@ def markdown_table(rows: list[dict], meta: dict, matrices: Optional[dict] = None
               "Training time is the wall time of the training loops in seconds (history-loss "
               "monitoring, rehearsal and merges included; for the methods that do not use the "
               "history loss, the time spent measuring it for the plots only is left out). "
-              "Merges counts every merge; effective merges are those with alpha_past > 0 "
-              "(the rehearsed knowledge was fused in).", ""]
+              "Merges counts the merges of the iterative merging methods (`merge_trace.csv`); "
+              "effective merges are those with alpha_past > 0 (the rehearsed knowledge was fused "
+              "in). `single_merge`'s one merge after each task is not among them "
+              "(`counters.single_merges` in its metrics.json).", ""]
     if matrices:
         lines += ["## Accuracy matrices (percent; rows: task, columns: after training on)", ""]
         for method, (m_tasks, matrix) in matrices.items():

@@ -41,9 +41,13 @@ def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = 
         msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _known_keys(first["loc"][:-1]))
     where = f"{source}: " if source else ""
     for item in reversed(list(overrides)):        # the last --set of a key is the one in force
-        key = item.split("=", 1)[0].strip()
+        key, _, value = item.partition("=")
+        key = key.strip()
         if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
             where = f"--set {item}: "
+            if first["type"] == "list_type" and not value.strip().startswith("["):
+                msg += (f" (a list goes in brackets, the item quoted for the shell: "
+                        f"--set \"{key}=[{value.strip()}]\")")
             break
     if loc and msg.startswith((loc + ".", loc + "[")):
         loc = ""

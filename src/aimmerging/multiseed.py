@@ -314,6 +314,14 @@ def require(args, *flags: str) -> None:
         args.parser.error(f"the following arguments are required: {', '.join(missing)}")
 
 
+def default_output(args, seeds: bool) -> None:
+    """Set ``args.output`` when it is not given: ``runs/<config>_compare`` (with ``--seeds``:
+    ``runs/<config>_seeds``), printed so that the user knows where the runs go."""
+    if args.output is None:
+        args.output = str(Path("runs") / f"{Path(args.config).stem}_{'seeds' if seeds else 'compare'}")
+        print(f"comparison folder: {args.output} (--output DIR chooses another)")
+
+
 def _draws(text: str) -> int:
     try:
         value = int(text)
@@ -344,8 +352,9 @@ def cmd_multiseed(args) -> int:
     else:
         if args.collect is not None:
             raise ConfigError("--collect copies the runs of --from DIR; give --from")
-        require(args, "--methods", "--output")
+        require(args, "--methods")
         args.config, args.overrides = split_config_argument(args.config, args.overrides)
+        default_output(args, seeds=True)
         compare_seeds(args.config, args.methods, args.seeds, args.overrides, args.output,
                       fwt=not args.no_fwt, reference=args.reference, draws=draws,
                       progress=not args.quiet, data=args.data)

@@ -22,7 +22,7 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
     hx, hy = _series(sig, "history_loss")
     if not hx and not merges:
         return None
-    fig = _figure(9.5, 7)
+    fig = _figure(9.5, 8)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     tx, ty = _series(sig, "train_loss")
     handles = top.plot(tx, ty, color="0.65", lw=1, label="training loss (new-task batch, left axis)")
@@ -75,8 +75,6 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
     elif hx:
         title += " (a new memory batch every step)"
     top.set_title(title, fontsize=10)
-    # on the right axis, so that "best" keeps clear of the history loss and the threshold
-    hist.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
     top.grid(alpha=0.3)
     lx, ly = _series(merges, "lambda")
     lines = []
@@ -93,10 +91,13 @@ def plot_signals(run: RunData, stage: int, task: str, path: Path) -> Optional[Pa
                                  "a merge waits until 2S)")
         twin.set_ylabel("merge interval S (steps)")
         twin.set_ylim(0, max(iy) * 1.25 + 1)
-    if lines:
-        bottom.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+    handles += lines
+    # one legend below both panels: inside, no placement keeps clear of two axes' curves
+    fig.legend(handles, [h.get_label() for h in handles], fontsize=8, ncol=2,
+               loc="outside lower center")
     bottom.set_title("Learning signal and merge interval", fontsize=10)
-    fig.suptitle(f"{run.label}: task {stage} ({task}), {len(merges)} merges", fontweight="bold")
+    count = f"{len(merges)} merge{'' if len(merges) == 1 else 's'}"
+    fig.suptitle(f"{run.label}: task {stage} ({task}), {count}", fontweight="bold")
     return _save(fig, path)
 
 
