@@ -70,11 +70,10 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
-def _doc_snippet() -> dict:
-    """docs/methods.md's tested block, executed: its names."""
+def _doc_snippet(index: int = 0, **scope) -> dict:
+    """docs/methods.md's tested block ``index``, executed in ``scope``: its names."""
     text = (ROOT / "docs" / "methods.md").read_text()
-    block = re.search(r"<!-- tested: [^>]*-->\n```python\n(.*?)```", text, re.S).group(1)
-    scope: dict = {}
+    block = re.findall(r"<!-- tested: [^>]*-->\n```python\n(.*?)```", text, re.S)[index]
     exec(compile(block, "docs/methods.md", "exec"), scope)
     return scope
 
@@ -103,6 +102,12 @@ def test_inc_lora_keeps_earlier_adapters_and_loads_with_stock_peft(tmp_path):
     ids = _ids()
     assert torch.equal(_logits(model, ids), _logits(trainer.net, ids))
     assert model.active_adapters == ["task01", "task02", "task03"]
+    # and the docs' Encoder from config.yaml gives the run's own predictions
+    rows = [json.loads(line) for line in
+            (run / "predictions" / f"{STAGES[2]}__demo_topic.jsonl").read_text().splitlines()]
+    got = _doc_snippet(1, run=str(run), base_model=resolve_model_path("tiny-llama"), model=model,
+                       prompts=[r["input"] for r in rows])
+    assert got["answers"] == [r["prediction"] for r in rows]
 
 
 def test_export_merges_every_adapter_of_a_stage(tmp_path):
