@@ -6,7 +6,7 @@ task (its replay memory is empty), and in the second it measures the history los
 every optimizer step, merges when the controller says so, and writes ``merge_trace.csv``
 and ``signals.csv`` to ``--output``::
 
-    python examples/hf_trainer.py --model tiny-llama --output runs/hf_tiny      # about a minute on a CPU
+    python examples/hf_trainer.py --model tiny-llama --output runs/hf_tiny --threads 1   # about a minute
     python examples/hf_trainer.py --model smollm2-135m --output runs/hf_smollm2
 
 Each task's test accuracy is printed after it (tiny-llama is a random model: expect 0).
@@ -38,9 +38,14 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--max-steps", type=int, default=-1, help="optimizer steps per task "
                                                                   "(-1: from --epochs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads "
+                                                                  "(default: torch's choice)")
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from transformers import Trainer, TrainingArguments
 
     from aimmerging import AIMMergingCallback

@@ -14,7 +14,8 @@ from runhelp import ROOT, env
 @pytest.mark.timeout(600)
 def test_hf_trainer_example_merges_in_the_second_task(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "hf_trainer.py"), "--model",
-                           "tiny-llama", "--output", str(tmp_path)], capture_output=True, text=True,
+                           "tiny-llama", "--output", str(tmp_path), "--threads", "1"],
+                          capture_output=True, text=True,
                           timeout=540, cwd=ROOT, env=env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "merge_trace.csv", newline="", encoding="utf-8") as fh:
