@@ -122,3 +122,14 @@ def test_compare_with_seeds_goes_to_the_multi_seed_comparison(tmp_path):
 
     with pytest.raises(aimmerging.ConfigError, match="--seeds"):     # checked before any run
         aimmerging.compare("configs/smoke.yaml", ["replay"], seeds="42,x", output=tmp_path)
+
+
+def test_data_finds_the_benchmark_folder_as_the_command_lines_data_does(tmp_path, monkeypatch):
+    from aimmerging.api import resolve_config
+
+    (tmp_path / "cl" / "data_longsequence").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg, stem = resolve_config(ROOT / "configs" / "quick.yaml", data="~/cl")
+    assert (cfg.data.dir, stem) == (str(tmp_path / "cl" / "data_longsequence"), "quick")
+    with pytest.raises(aimmerging.ConfigError, match="--data and --set data.dir"):
+        resolve_config(ROOT / "configs" / "quick.yaml", {"data.dir": "x"}, data="~/cl")

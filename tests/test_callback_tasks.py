@@ -65,8 +65,18 @@ def test_finish_task_keeps_a_sample_of_tokenized_rows_and_a_checkpoint_brings_it
                save_steps=2).train()
     assert [m["step"] for m in cb.traces.merges] == [2, 4]      # memory batches: the collator
 
+    # a checkpoint of another task than start_task names is refused, before restoring anything
+    wrong = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=5, seed=3)
+    wrong.start_task("third")
+    with pytest.raises(ConfigError, match=f"start_task\\('third'\\), but the checkpoint .*"
+                                          f"checkpoint-2 belongs to task '{names[1]}'"):
+        train_rows(model, tokenizer, second, wrong, tmp_path / "two").train(
+            resume_from_checkpoint=str(tmp_path / "two" / "checkpoint-2"))
+    assert len(wrong.memory) == 0 and wrong.traces.merges == []
+
     # a fresh callback (no memory given) resumes task 2 from its step-2 checkpoint
     fresh = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=5, seed=3)
+    fresh.start_task(names[1])                       # naming it again is allowed
     again, _, _ = tiny()
     again.load_state_dict(model.state_dict())        # any weights: only the state is compared
     trainer = train_rows(again, tokenizer, second, fresh, tmp_path / "two")

@@ -52,9 +52,13 @@ def test_verdicts_follow_the_intervals():
 def test_no_claim_from_fewer_than_three_seeds():
     text = study_report.readme_summary(_data([_row("replay"), _row("aimmerging", 1.5, 0.2, 2.8)],
                                              paired=1))
-    assert "**+1.5 [+0.2, +2.8]**" in text                       # the interval excludes 0 ...
+    assert "+1.5 [+0.2, +2.8]" in text                           # the interval excludes 0 ...
+    assert "**+1.5" not in text                                   # ... but is not bold
     assert "too few paired seeds for a claim yet (fewer than 3): `aimmerging` (1)" in text
-    assert "above `replay`" not in text                           # ... but one seed claims nothing
+    assert "above `replay`" not in text                           # ... and one seed claims nothing
+    claimed = study_report.readme_summary(_data([_row("replay"), _row("aimmerging", 1.5, 0.2, 2.8)],
+                                                paired=3))
+    assert "**+1.5 [+0.2, +2.8]**" in claimed
 
 
 def test_missing_runs_are_named():

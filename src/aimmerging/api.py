@@ -11,7 +11,7 @@ import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from .config import RunConfig, apply_overrides, build_config, load_raw
 from .errors import ConfigError
@@ -41,10 +41,13 @@ def override_items(overrides: Overrides) -> list[str]:
 
 
 def resolve_config(config: Union[str, Path, Mapping, RunConfig],
-                   overrides: Overrides = None) -> tuple[RunConfig, str]:
+                   overrides: Overrides = None, data: Optional[str] = None) -> tuple[RunConfig, str]:
     """A validated RunConfig from a YAML path, a dict of sections or a RunConfig, with
-    ``overrides`` applied; and a name for its default run folder (the YAML file's stem).
-    Raises ConfigError (one line naming the file or the override and the key)."""
+    ``data`` (``--data DIR``; else ``$AIMMERGING_DATA`` for a relative ``data.dir``, as the
+    command line does) and ``overrides`` applied; and a name for its default run folder (the
+    YAML file's stem). Raises ConfigError (one line naming the file or the override and the key)."""
+    from .data.location import locate_data
+
     items = override_items(overrides)
     if isinstance(config, RunConfig):
         raw, source, stem = config.model_dump(mode="json"), "", "run"
@@ -55,12 +58,13 @@ def resolve_config(config: Union[str, Path, Mapping, RunConfig],
     else:
         raise ConfigError(f"config: expected a YAML path, a dict or a RunConfig, not "
                           f"{type(config).__name__}")
+    raw = locate_data(raw, items, data)
     return build_config(apply_overrides(raw, items), source, items), stem
 
 
 def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = None,
         output: Union[str, Path, None] = None, resume: bool = False, overwrite: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True, data: Optional[str] = None) -> dict:
     """Train through a task order with one method, as ``aimmerging run`` does; returns the
     run's metrics (the content of ``OUTPUT/metrics.json``: ``op``, ``bwt``, ``fwt``,
     ``accuracy_matrix``, ``merges``, ``counters``, ``timing_seconds`` ...).
@@ -73,6 +77,8 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
         resume: continue the run folder from its checkpoint (``--resume``).
         overwrite: replace a run already in the folder (``--overwrite``).
         progress: progress bars and the log on the terminal (the log always goes to ``run.log``).
+        data: the benchmark data folder (``--data DIR``: ``DIR/data_longsequence`` when the
+            config's ``data.dir`` ends so and that folder exists, else ``DIR``).
 
     Under ``torchrun --nproc_per_node N`` every process calls it, as with the command line.
 
@@ -83,7 +89,7 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
     from .cli import _accelerator_for
     from .runner import run as run_folder
 
-    cfg, stem = resolve_config(config, overrides)
+    cfg, stem = resolve_config(config, overrides, data)
     out = Path(output) if output is not None else Path("runs") / f"{stem}_{cfg.method.name}"
     return run_folder(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
                       accelerator=_accelerator_for(cfg, out))

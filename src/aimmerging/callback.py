@@ -106,8 +106,9 @@ class _TrainerHost:
         batch = {k: v.to(self.device) for k, v in self.collate(items).items()
                  if isinstance(v, torch.Tensor)}
         if "labels" not in batch:
-            raise TrainingError("AIMMergingCallback: the memory batch has no 'labels'; give a "
-                                "collate= that returns input_ids, attention_mask and labels")
+            raise TrainingError(f"AIMMergingCallback: the memory batch has no 'labels' (the "
+                                f"collator gave {sorted(batch)}); give memory rows with 'labels' "
+                                f"(the prompt masked with -100), or a collate= that adds them")
         # shared prefixes need right-padded rows: the Encoder's batches
         if share_prefix and self.text and not self.is_seq2seq and can_share_prefix(self.model):
             return grouped_loss(self.model, batch)
@@ -351,6 +352,14 @@ class AIMMergingCallback(TrainerCallback):
 
             if self._pending is None:
                 self._pending = read_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            saved = (self._pending["state"].get("task") or {}).get("name")
+            if self._next_name is not None and self._next_name != saved:
+                folder = self._pending["folder"].parent
+                self._pending = None
+                raise ConfigError(f"AIMMergingCallback: start_task({self._next_name!r}), but the "
+                                  f"checkpoint {folder} belongs to task {saved!r}; nothing was "
+                                  f"restored: resume from that task's own checkpoint (give each "
+                                  f"task its own output_dir when saving checkpoints)")
             restore_memory(self, self._pending)      # first: the memory decides the batching
         host = _TrainerHost(model, self._collate(model, processing_class, train_dataloader),
                             self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
@@ -375,11 +384,11 @@ class AIMMergingCallback(TrainerCallback):
             warnings.warn(f"AIMMergingCallback: trainer.train() began without start_task(), so it "
                           f"trains a new task {name!r} with the controller reset; call "
                           f"start_task(name) before each task (a stopped task continues with "
-                          f"train(resume_from_checkpoint=...))", stacklevel=2)
+                          f"train(resume_from_checkpoint=...))", stacklevel=1)
         if index > 0 and not len(self.memory):
             warnings.warn(f"AIMMergingCallback: the replay memory is empty, so task {name!r} "
                           f"trains without merging; call finish_task(examples) after each "
-                          f"task's train()", stacklevel=2)
+                          f"task's train()", stacklevel=1)
         self.task = {"index": index, "name": name}
         self._next_name = None
         self.engine.task = (index, name)
@@ -392,7 +401,7 @@ class AIMMergingCallback(TrainerCallback):
             warnings.warn(f"AIMMergingCallback: task {self.task['name']!r} ended after "
                           f"{state.global_step} steps without a merge (a merge comes after S "
                           f"steps, S = {self.engine.controller.interval} now, and may wait until "
-                          f"2S); train it longer or lower s_init", stacklevel=2)
+                          f"2S); train it longer or lower s_init", stacklevel=1)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.engine.on_gradients(model, "new")

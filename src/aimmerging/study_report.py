@@ -143,7 +143,8 @@ def _diff(row: dict, col: str) -> str:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
     text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
-    return f"**{text}**" if excludes_zero((low, high)) else text
+    claim = (row.get("paired_seeds") or 0) >= CLAIM_SEEDS     # below: no claim, no bold
+    return f"**{text}**" if claim and excludes_zero((low, high)) else text
 
 
 def _method_table(data: dict, fwt: bool = True) -> list[str]:
@@ -222,11 +223,12 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     seeds = ", ".join(map(str, data.get("seeds") or []))
     settings = data.get("settings") or {}
     n = settings.get("n_test")
-    lines = [f"OP, BWT and FWT in percent: mean ± standard deviation over the seeds run (of "
-             f"{seeds}); the "
-             f"difference from `{data.get('reference')}` with its 95% paired-bootstrap interval, "
-             f"in bold where it excludes 0 (a claim only over at least {CLAIM_SEEDS} seeds). Scored on the {settings.get('split', 'test')} split"
-             + (f", {n} examples per task." if n else "."), ""]
+    lines = [f"OP, BWT and FWT in percent: the mean over the seeds run (of {seeds}), ± the "
+             f"standard deviation from two seeds on; the difference from "
+             f"`{data.get('reference')}` with its 95% paired-bootstrap interval, in bold where "
+             f"it excludes 0 over at least {CLAIM_SEEDS} paired seeds (a claim). Scored on the "
+             f"{settings.get('split', 'test')} split" + (f", {n} examples per task." if n else "."),
+             ""]
     lines += _method_table(data) + [""] + _verdicts(data)
     missing, runs = data.get("missing") or [], len(data.get("runs") or [])
     if missing:
