@@ -95,6 +95,21 @@ def test_text_after_text_and_rows_after_text_are_told_apart(tmp_path):
     assert cb.memory.tasks == ["a"] and len(cb.memory) == 2       # nothing changed
 
 
+def test_a_dataset_of_text_columns_is_text():
+    import datasets
+
+    text = datasets.Dataset.from_list([{"input": e.input, "output": e.output} for e in TASKS[0].train])
+    cb = AIMMergingCallback(memory_size=3)
+    kept = cb.finish_task(text, name="a")
+    assert not isinstance(cb.memory, TokenizedMemory) and [e.input for e in kept] == \
+        [e.input for e in ReplayMemory(memory_size=3, seed=42).add_task("a", list(TASKS[0].train))]
+    given = AIMMergingCallback(memory=text)
+    assert not isinstance(given.memory, TokenizedMemory) and len(given.memory) == len(text)
+    with pytest.raises(ConfigError, match=r"memory: examples\[1\] of task 'memory' is not a "
+                                          r"tokenized row"):
+        AIMMergingCallback(memory=[{"input_ids": [1, 2]}, {"text": "x"}])
+
+
 def test_the_fields_of_finish_tasks_examples_are_checked():
     cb = AIMMergingCallback()
     with pytest.raises(ConfigError, match=r"examples\[1\]: field 'output' is empty"):

@@ -75,9 +75,10 @@ def _examples(items: Sequence, what: str) -> list[Example]:
 
 
 def _is_rows(items) -> bool:
-    """Whether ``items`` are tokenized rows: a ``datasets.Dataset`` or mappings with ``input_ids``."""
+    """Whether ``items`` are tokenized rows: a ``datasets.Dataset`` with an ``input_ids``
+    column, or mappings with ``input_ids`` (a Dataset of text columns is text)."""
     if hasattr(items, "column_names"):
-        return True
+        return "input_ids" in items.column_names
     first = items[0] if len(items) else None
     return hasattr(first, "keys") and "input_ids" in first
 
@@ -250,9 +251,10 @@ class AIMMergingCallback(TrainerCallback):
             return empty
         rows = _is_rows(memory)
         kept = empty.emptied(TokenizedMemory) if rows else empty
-        items = list(memory) if rows else _examples(memory, "memory")
-        kept._store["memory"] = [kept._item(i, item, "memory") for i, item in enumerate(items)] \
-            if rows else items                       # the given examples, whole, as one task
+        try:                                     # the given examples, whole, as one task
+            kept.add_whole("memory", list(memory) if rows else _examples(memory, "memory"))
+        except ValueError as exc:
+            raise ConfigError(f"AIMMergingCallback: memory: {exc}") from None
         return kept
 
     def _controller(self, cfg) -> tuple[ControllerConfig, bool]:
@@ -317,7 +319,7 @@ class AIMMergingCallback(TrainerCallback):
         if not name:
             raise ConfigError("AIMMergingCallback.finish_task: no task trained yet; give name=")
         items = list(examples)
-        rows = hasattr(examples, "column_names") or _is_rows(items)
+        rows = _is_rows(items)
         if rows and not isinstance(self.memory, TokenizedMemory):
             if len(self.memory):
                 raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds text "

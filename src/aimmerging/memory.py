@@ -75,6 +75,19 @@ class ReplayMemory:
             ValueError: an empty or repeated task name, no examples, or an example that is
                 not an :class:`Example` (one line naming it).
         """
+        items = self._checked(task, examples)
+        stored = [items[i] for i in self._draw(task, len(items))]
+        self._store[task] = stored
+        return list(stored)
+
+    def add_whole(self, task: str, examples: list) -> None:
+        """Store every one of ``examples`` under ``task`` (a memory given as it is, not a
+        sample); the checks and errors of :meth:`add_task`."""
+        self._store[task] = self._checked(task, examples)
+
+    def _checked(self, task: str, examples: list) -> list:
+        """``examples`` as a list, each checked by :meth:`_item`; ValueError for an empty or
+        repeated task name or no examples."""
         if not isinstance(task, str) or not task:
             raise ValueError(f"task must be a non-empty string, got {task!r}")
         if task in self._store:
@@ -82,9 +95,7 @@ class ReplayMemory:
         items = [self._item(index, item, task) for index, item in enumerate(examples)]
         if not items:
             raise ValueError(f"task {task!r} has no examples to store")
-        stored = [items[i] for i in self._draw(task, len(items))]
-        self._store[task] = stored
-        return list(stored)
+        return items
 
     def _draw(self, task: str, n_items: int) -> list[int]:
         """The indices (sorted) of the sample kept of a task of ``n_items`` examples."""
