@@ -66,13 +66,21 @@ def _add_set_arg(p: argparse.ArgumentParser) -> None:
                                              "run` does, e.g. --set data.n_test=50")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """``--set`` items, refused for a data folder (they change a config)."""
+def _target(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The ``dir`` argument (``~`` expanded, as ``--data`` expands it) and the ``--set``
+    items, which are refused for a data folder (they change a config)."""
+    target = str(Path(args.dir).expanduser())
     items = list(getattr(args, "overrides", None) or [])
-    if items and not _is_config(args.dir):
-        raise ConfigError(f"--set changes a config, and {args.dir} is a data folder; give a YAML "
+    if items and not _is_config(target):
+        raise ConfigError(f"--set changes a config, and {target} is a data folder; give a YAML "
                           f"config instead")
-    return items
+    return target, items
+
+
+def _add_problems(errors: list[str], problems: list[str]) -> None:
+    """Append the ``problems`` not yet in ``errors``, once each (a dev split held out of the
+    train file fails with that file: one line, not one per split)."""
+    errors += [p for p in dict.fromkeys(problems) if p not in errors]
 
 
 def _is_config(target: str) -> bool:
@@ -104,8 +112,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     whitespace-only input are no problem (:mod:`aimmerging.batching` gives a prompt with no
     token the tokenizer's BOS); a ``note:`` line names the file and the first such record.
     """
-    args.dir = str(Path(args.dir).expanduser())      # "~/cl_data", quoted, as --data takes it
-    overrides = _overrides(args)
+    args.dir, overrides = _target(args)
     if _is_config(args.dir):
         return check_config(args.dir, getattr(args, "data", None), overrides)
     tasks = list_tasks(args.dir)  # a missing or unrecognised folder raises DataError
@@ -116,8 +123,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         row, problems, blank_notes = _folder_row(args.dir, name, files)
         notes += blank_notes
         rows.append(row)
-        errors += [p for p in dict.fromkeys(problems) if p not in errors]   # a dev split held
-        #                                         out of the train file fails with it: one line
+        _add_problems(errors, problems)
     print(format_table(["task", "benchmark", "metric", *SPLITS], rows))
     print(f"{len(tasks)} tasks, {len(errors)} problem(s)")
     for message in notes:
@@ -206,8 +212,7 @@ def check_config(path: str, data: str | None = None, overrides: list[str] | None
                     problems.append(str(exc))
         row += ["ERROR", "ERROR"] if drawn is None else [str(len(drawn.train)), str(len(drawn.test))]
         rows.append(row)
-        errors += [p for p in dict.fromkeys(problems) if p not in errors]   # a dev split held
-        #                                         out of the train file fails with it: one line
+        _add_problems(errors, problems)
     print(format_table(["task", "benchmark", "metric", *SPLITS, "run_train", f"run_{split}"], rows))
     print(f"{len(entries)} tasks, {len(errors)} problem(s)")
     for message in notes:
@@ -231,8 +236,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     limit = args.limit
     if limit is None or limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
-    args.dir = str(Path(args.dir).expanduser())
-    overrides = _overrides(args)
+    args.dir, overrides = _target(args)
     if _is_config(args.dir):
         examples = _config_split(args.dir, args.task, args.split, getattr(args, "data", None),
                                  overrides)
