@@ -348,12 +348,12 @@ def test_element_wise_fusion_in_a_trainer(tmp_path, method):
 def test_the_fp16_rehearsal_scales_its_own_loss():
     """Under fp16 the host scales the rehearsal loss, unscales before clipping, and steps
     through its own GradScaler: the update is the one of the unscaled gradient."""
-    from aimmerging.callback import _TrainerHost
+    from aimmerging.callback_host import TrainerHost
 
     def update(fp16):
         torch.manual_seed(0)
         net = torch.nn.Linear(3, 1)
-        host = _TrainerHost(net, None, False, True, max_grad_norm=1e9, fp16=fp16)
+        host = TrainerHost(net, None, False, True, max_grad_norm=1e9, fp16=fp16)
         if fp16:
             host.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)

@@ -41,11 +41,11 @@ from .controller import ControllerConfig
 from .data.formats import Example
 from .engine import MemoryPasses, MergingEngine
 from .errors import ConfigError, TrainingError, did_you_mean
-from .losses import _unwrap, batch_loss
+from .callback_host import TrainerHost
+from .losses import _unwrap
 from .memory import ReplayMemory, TokenizedMemory
 from .methods import MERGING_METHODS
 from .methods.merging import controller_config, merging_settings
-from .prefix import can_share_prefix, grouped_loss
 from .traces import Traces
 
 __all__ = ["AIMMergingCallback"]
@@ -81,78 +81,6 @@ def _is_rows(items) -> bool:
         return "input_ids" in items.column_names
     first = items[0] if len(items) else None
     return hasattr(first, "keys") and "input_ids" in first
-
-
-class _TrainerHost:
-    """The engine's host (:class:`aimmerging.engine.Host`) inside a Trainer: plain torch, with
-    ``torch.distributed`` under several processes (DDP through Accelerate or torchrun)."""
-
-    def __init__(self, model, collate, is_seq2seq: bool, text: bool, max_grad_norm,
-                 fp16: bool) -> None:
-        import torch.distributed as dist
-
-        self.model, self.collate, self.is_seq2seq, self.text = model, collate, is_seq2seq, text
-        self.max_grad_norm = max_grad_norm
-        self.distributed = dist.is_available() and dist.is_initialized()
-        self.world = dist.get_world_size() if self.distributed else 1
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.device = next(model.parameters()).device
-        # fp16: the rehearsal's own loss scaling (the Trainer's scaler belongs to its optimizer)
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
-
-    def shard(self, items: list) -> list:
-        return items if self.world == 1 else (items[self.rank::self.world] or items[:1])
-
-    def loss_on(self, items: list, share_prefix: Optional[bool] = None) -> torch.Tensor:
-        batch = {k: v.to(self.device) for k, v in self.collate(items).items()
-                 if isinstance(v, torch.Tensor)}
-        if "labels" not in batch:
-            raise TrainingError(f"AIMMergingCallback: the memory batch has no 'labels' (the "
-                                f"collator gave {sorted(batch)}); give memory rows with 'labels' "
-                                f"(the prompt masked with -100), or a collate= that adds them")
-        # shared prefixes need right-padded rows: the Encoder's batches
-        if share_prefix and self.text and not self.is_seq2seq and can_share_prefix(self.model):
-            return grouped_loss(self.model, batch)
-        return batch_loss(self.model, batch, self.is_seq2seq)
-
-    def _trainable(self) -> list:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        if self.world > 1:       # what DDP does for the Trainer's own steps
-            import torch.distributed as dist
-
-            for p in self._trainable():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad.div_(self.world)
-
-    def clip(self, optimizer) -> None:
-        if self.max_grad_norm:
-            if self.scaler is not None:
-                self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), self.max_grad_norm)
-
-    def step(self, optimizer) -> None:
-        if self.scaler is None:
-            optimizer.step()
-        else:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-
-    def reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        out = tensor.clone()
-        dist.all_reduce(out)
-        return out / self.world
-
-    def reduce_mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        return float(self.reduce(torch.tensor([value], dtype=torch.float64, device=self.device)))
 
 
 class AIMMergingCallback(TrainerCallback):
@@ -363,7 +291,7 @@ class AIMMergingCallback(TrainerCallback):
                                   f"restored: resume from that task's own checkpoint (give each "
                                   f"task its own output_dir when saving checkpoints)")
             restore_memory(self, self._pending)      # first: the memory decides the batching
-        host = _TrainerHost(model, self._collate(model, processing_class, train_dataloader),
+        host = TrainerHost(model, self._collate(model, processing_class, train_dataloader),
                             self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
                             cfg.train.max_grad_norm, bool(args.fp16))
         params = [p for p in model.parameters() if p.requires_grad]
