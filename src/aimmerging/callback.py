@@ -4,7 +4,7 @@ The callback is the Trainer's front door of :class:`aimmerging.engine.MergingEng
 engine that ``aimmerging run`` drives: after every optimizer step it measures the history
 loss (one memory batch, no gradient, dropout off), drives the merge controller and, at a
 merge, runs the rehearsal with its own AdamW and fuses the trainable parameters in place,
-so that the Trainer's next step starts from the fused weights (SPEC.md). The Trainer's own
+so that the Trainer's next step starts from the fused weights (docs/algorithm.md). The Trainer's own
 optimizer and learning-rate schedule are left as they are, except under
 ``aimmerging_reference``, whose rehearsal runs with the main optimizer as the authors' code
 does (here: the Trainer's).
