@@ -86,6 +86,32 @@ def test_finish_task_keeps_a_sample_of_tokenized_rows_and_a_checkpoint_brings_it
     assert [m["step"] for m in fresh.traces.merges] == [2, 4]
 
 
+def test_memory_rows_lose_the_columns_the_trainer_drops_and_need_labels(tmp_path):
+    import datasets
+    from transformers import DataCollatorWithPadding
+
+    model, tokenizer, encoder = tiny()
+    first, second = (datasets.Dataset.from_list([{**r, "text": "a prompt"} for r in
+                                                 tokenized(encoder, t)]) for t in TASKS)
+    cb = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=5)
+    for name, rows in (("one", first), ("two", second)):
+        cb.start_task(name)
+        # remove_unused_columns (the Trainer's default): the 'text' column is dropped from the
+        # memory batches as from the Trainer's own; DataCollatorForSeq2Seq fails on it
+        train_rows(model, tokenizer, rows, cb, tmp_path / name, remove_unused_columns=True).train()
+        cb.finish_task(rows)
+    assert [m["stage"] for m in cb.traces.merges] == [2, 2]
+
+    # rows whose collator gives no labels are refused at finish_task, before the next task
+    bare = [{k: v for k, v in r.items() if k != "labels"} for r in tokenized(encoder, TASKS[0])]
+    cb = AIMMergingCallback(method="fixed_interval", memory_size=5,
+                            collate=DataCollatorWithPadding(tokenizer))
+    with pytest.raises(ConfigError, match=r"collator gives no 'labels' for examples\[0\] "
+                                          r"\(it gives \['attention_mask', 'input_ids'\]\)"):
+        cb.finish_task(bare, name="one")
+    assert len(cb.memory) == 0
+
+
 def test_text_after_text_and_rows_after_text_are_told_apart(tmp_path):
     cb = AIMMergingCallback(memory_size=2)
     cb.finish_task(TASKS[0].train, name="a")

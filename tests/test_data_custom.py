@@ -249,14 +249,18 @@ def yaml_round_trip(text: str):
     return yaml.safe_load(text)
 
 
-def test_a_task_name_twice_is_refused(tmp_path: Path) -> None:
-    from aimmerging.runner import task_order
+def test_a_task_name_twice_is_refused_naming_the_config_file(tmp_path: Path) -> None:
+    from aimmerging.config import load_config
 
-    cfg = build_config({"data": {"tasks": ["demo_topic", {"name": "Demo_Topic", "train": "x",
-                                                          "input": "q", "output": "a",
-                                                          "metric": "accuracy"}]}})
-    with pytest.raises(ConfigError, match=r"data.tasks\[1\]: task 'demo_topic' is also data.tasks\[0\]"):
-        task_order(cfg)
+    path = tmp_path / "stream.yaml"
+    path.write_text("data:\n  tasks:\n    - demo_topic\n"
+                    "    - {name: Demo_Topic, train: x, input: q, output: a, metric: accuracy}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: data.tasks[1]: task 'demo_topic' is also data.tasks[0]; "
+                              f"every task needs its own name")
+    with pytest.raises(ConfigError, match=r"data.tasks\[1\]: task 'agnews' is also"):
+        build_config({"data": {"tasks": ["agnews", "AG News"]}})
 
 
 @needs_data

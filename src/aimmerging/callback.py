@@ -27,6 +27,7 @@ AdamW, replay memory, traces) goes into every Trainer checkpoint, as ``aimmergin
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections import defaultdict
@@ -99,7 +100,9 @@ class AIMMergingCallback(TrainerCallback):
         collate: a function from a list of memory items to a batch (``input_ids``,
             ``attention_mask``, ``labels`` tensors). Default for text examples: an
             :class:`~aimmerging.batching.Encoder` (prompt, a space, the answer, EOS; loss on the
-            answer, as ``aimmerging run`` trains); for tokenized rows: the Trainer's data collator.
+            answer, as ``aimmerging run`` trains); for tokenized rows: the Trainer's data
+            collator, after the columns that the model does not take are dropped (under
+            ``remove_unused_columns``, as the Trainer drops them).
         batch_size: examples per rehearsal batch (default: ``args.per_device_train_batch_size``).
         seed: seeds the memory batches (default: ``args.seed``) and the sample that
             :meth:`finish_task` keeps (default 42).
@@ -149,6 +152,7 @@ class AIMMergingCallback(TrainerCallback):
         self._next_name: Optional[str] = None
         self._pending: Optional[dict] = None      # a checkpoint to restore at on_train_begin
         self._lr: Optional[float] = None
+        self._rows_collate = None       # the last train()'s data collator (memory rows' batches)
         self.last_merge: Optional[dict] = None
 
     # --- set-up ------------------------------------------------------------------------
@@ -196,10 +200,9 @@ class AIMMergingCallback(TrainerCallback):
         if self.collate is not None:
             return self.collate
         if isinstance(self.memory, TokenizedMemory):
-            collate = getattr(train_dataloader, "collate_fn", None)
-            if collate is None:
+            if self._rows_collate is None:
                 raise ConfigError("AIMMergingCallback: give collate= for a tokenized memory")
-            return collate
+            return self._rows_collate
         from .batching import Encoder
 
         tokenizer = self.tokenizer or processing_class
@@ -208,6 +211,22 @@ class AIMMergingCallback(TrainerCallback):
                               "processing_class) or collate=")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)     # a processor's tokenizer
         return Encoder(tokenizer, self._seq2seq(model), *self.max_tokens).train_batch
+
+    @staticmethod
+    def _trainer_collate(args, model, train_dataloader):
+        """The data collator that the Trainer batches rows with, None when unknown; under
+        ``args.remove_unused_columns`` it drops the columns that the model's ``forward`` does
+        not take, as the Trainer does for its own batches (a text column would break it)."""
+        from transformers.trainer_utils import RemoveColumnsCollator
+
+        collate = getattr(train_dataloader, "collate_fn", None)
+        if collate is None or not args.remove_unused_columns or model is None:
+            return collate
+        inner = _unwrap(model)
+        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        columns = list(inspect.signature(inner.forward).parameters)
+        columns += sorted({"label", "label_ids", *(args.label_names or ["labels"])})
+        return RemoveColumnsCollator(collate, columns)
 
     @staticmethod
     def _seq2seq(model) -> bool:
@@ -240,8 +259,9 @@ class AIMMergingCallback(TrainerCallback):
 
         Raises:
             ConfigError: no task trained yet and no ``name``, a task already stored, no
-                examples, text where the memory holds tokenized rows (or the reverse), or an
-                example without the fields above (naming its index and field).
+                examples, text where the memory holds tokenized rows (or the reverse), an
+                example without the fields above (naming its index and field), or tokenized
+                rows that the data collator batches without ``labels``. Nothing is stored then.
         """
         name = name or self.task["name"]
         if not name:
@@ -257,10 +277,33 @@ class AIMMergingCallback(TrainerCallback):
         elif not rows and isinstance(self.memory, TokenizedMemory) and len(self.memory):
             raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds tokenized "
                               "rows; give this task's tokenized rows (with 'input_ids') too")
+        if rows and items:
+            self._check_rows_collate(items[0])
         try:
             return self.memory.add_task(name, items if rows else _examples(items, "examples"))
         except ValueError as exc:
             raise ConfigError(f"AIMMergingCallback.finish_task: {exc}") from None
+
+    def _check_rows_collate(self, row) -> None:
+        """ConfigError now, before the row joins the memory, when the collator that will batch
+        the memory (``collate=``, else the one the last ``train()`` used) gives no ``labels``
+        for it: the next task's first memory batch would fail on it."""
+        collate = self.collate or self._rows_collate
+        if collate is None:
+            return
+        try:
+            batch = collate([dict(row)])
+        except Exception as exc:   # the user's collator: any of its errors
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"AIMMergingCallback.finish_task: examples[0] does not go through "
+                              f"the data collator that batches the replay memory ({msg}); give "
+                              f"the rows the Trainer trained on, or collate=") from None
+        if not hasattr(batch, "keys") or "labels" not in batch:
+            found = sorted(map(str, batch.keys())) if hasattr(batch, "keys") else type(batch).__name__
+            raise ConfigError(f"AIMMergingCallback.finish_task: the data collator gives no "
+                              f"'labels' for examples[0] (it gives {found}), so the replay "
+                              f"memory could not be rehearsed; give rows with 'labels' (the "
+                              f"prompt masked with -100), or a collate= that adds them")
 
     def resume_from(self, folder) -> None:
         """Restore the state saved in the Trainer checkpoint ``folder`` at the next
@@ -291,6 +334,7 @@ class AIMMergingCallback(TrainerCallback):
                                   f"restored: resume from that task's own checkpoint (give each "
                                   f"task its own output_dir when saving checkpoints)")
             restore_memory(self, self._pending)      # first: the memory decides the batching
+        self._rows_collate = self._trainer_collate(args, model, train_dataloader)
         host = TrainerHost(model, self._collate(model, processing_class, train_dataloader),
                             self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
                             cfg.train.max_grad_norm, bool(args.fp16))

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .data.registry import canonical_task_name
 from .data.spec import TaskSpec, task_spec
 from .errors import did_you_mean
 
@@ -111,10 +112,18 @@ class DataConfig(_Section):
         for position, item in enumerate(value):
             if isinstance(item, dict):
                 item = task_spec(item, position)
-            elif not isinstance(item, (str, TaskSpec)):
+            elif not isinstance(item, (str, TaskSpec)) or (isinstance(item, str)
+                                                            and not item.strip()):
                 raise ValueError(f"data.tasks[{position}]: expected a task name or a mapping "
                                  f"{{name: ..., train: ..., ...}}, got {item!r}")
             out.append(item)
+        seen: dict[str, int] = {}
+        for position, item in enumerate(out):      # here, so the error names the config file
+            key = (canonical_task_name(item) if isinstance(item, str) else item.name).lower()
+            if key in seen:
+                raise ValueError(f"data.tasks[{position}]: task {key!r} is also "
+                                 f"data.tasks[{seen[key]}]; every task needs its own name")
+            seen[key] = position
         return out
 
 

@@ -21,7 +21,8 @@ log = logging.getLogger("aimmerging")
 def task_entries(cfg: RunConfig) -> list:
     """The tasks of the run in order: canonical names (``data.tasks``' names, else paper order
     ``data.order``, else the demo's) and :class:`~aimmerging.data.spec.TaskSpec` s (tasks given
-    by their files). Raises ConfigError for an unknown order or a task listed twice."""
+    by their files; a task listed twice is refused when the config is built). Raises
+    ConfigError for an unknown order."""
     from .data.demo import DEMO_TASKS
     from .data.registry import resolve_order
 
@@ -33,15 +34,7 @@ def task_entries(cfg: RunConfig) -> list:
                         "data.order %s is ignored", cfg.data.order)
         names = [t for t in cfg.data.tasks if isinstance(t, str)]
         canonical = iter(resolve_order(names) if names else [])
-        entries = [next(canonical) if isinstance(t, str) else t for t in cfg.data.tasks]
-        seen: dict[str, int] = {}
-        for position, entry in enumerate(entries):
-            key = (entry if isinstance(entry, str) else entry.name).lower()
-            if key in seen:
-                raise ConfigError(f"data.tasks[{position}]: task {key!r} is also "
-                                  f"data.tasks[{seen[key]}]; every task needs its own name")
-            seen[key] = position
-        return entries
+        return [next(canonical) if isinstance(t, str) else t for t in cfg.data.tasks]
     if cfg.data.order is not None:
         return order
     if cfg.data.dir is None:
