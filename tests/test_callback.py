@@ -335,6 +335,14 @@ def test_with_trls_sft_trainer(tmp_path):
     text = AIMMergingCallback(memory=TASKS[0].train[:6], method="aimmerging", s_init=2)
     sft(TASKS[1], text, tmp_path / "text")
     assert all(s["history_loss"] > 0 for s in text.traces.signals)
+    # the task loop of docs/python.md: finish_task takes the rows the SFTTrainer trained on
+    loop = AIMMergingCallback(method="fixed_interval", s_init=2, memory_size=6)
+    for task in TASKS[:2]:
+        loop.start_task(task.info.name)
+        trainer = sft(task, loop, tmp_path / f"loop_{task.info.name}")
+        loop.finish_task(trainer.train_dataset)
+    assert [(m["stage"], m["step"]) for m in loop.traces.merges] == [(2, 2), (2, 4)]
+    assert "labels" in loop.memory.examples()[0]
 
 
 @pytest.mark.parametrize("method", ["recurrent_kif", "aimmerging_ifm"])

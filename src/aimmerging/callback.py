@@ -27,7 +27,6 @@ AdamW, replay memory, traces) goes into every Trainer checkpoint, as ``aimmergin
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections import defaultdict
@@ -101,8 +100,8 @@ class AIMMergingCallback(TrainerCallback):
             ``attention_mask``, ``labels`` tensors). Default for text examples: an
             :class:`~aimmerging.batching.Encoder` (prompt, a space, the answer, EOS; loss on the
             answer, as ``aimmerging run`` trains); for tokenized rows: the Trainer's data
-            collator, after the columns that the model does not take are dropped (under
-            ``remove_unused_columns``, as the Trainer drops them).
+            collator, given the columns of the dataset the Trainer trains on (the Trainer drops
+            the others under ``remove_unused_columns``).
         batch_size: examples per rehearsal batch (default: ``args.per_device_train_batch_size``).
         seed: seeds the memory batches (default: ``args.seed``) and the sample that
             :meth:`finish_task` keeps (default 42).
@@ -213,19 +212,17 @@ class AIMMergingCallback(TrainerCallback):
         return Encoder(tokenizer, self._seq2seq(model), *self.max_tokens).train_batch
 
     @staticmethod
-    def _trainer_collate(args, model, train_dataloader):
-        """The data collator that the Trainer batches rows with, None when unknown; under
-        ``args.remove_unused_columns`` it drops the columns that the model's ``forward`` does
-        not take, as the Trainer does for its own batches (a text column would break it)."""
+    def _trainer_collate(train_dataloader):
+        """The data collator that the Trainer batches rows with (None when unknown), given the
+        columns of the dataset it trains on: the Trainer drops the columns that its model does
+        not take (``remove_unused_columns``) from a ``datasets.Dataset`` before batching, so
+        memory rows lose the same ones (a text column would break the collator)."""
         from transformers.trainer_utils import RemoveColumnsCollator
 
         collate = getattr(train_dataloader, "collate_fn", None)
-        if collate is None or not args.remove_unused_columns or model is None:
-            return collate
-        inner = _unwrap(model)
-        inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-        columns = list(inspect.signature(inner.forward).parameters)
-        columns += sorted({"label", "label_ids", *(args.label_names or ["labels"])})
+        columns = getattr(getattr(train_dataloader, "dataset", None), "column_names", None)
+        if collate is None or not isinstance(columns, list) or not columns:
+            return collate        # a list of rows: the Trainer's collator drops them itself
         return RemoveColumnsCollator(collate, columns)
 
     @staticmethod
@@ -334,7 +331,7 @@ class AIMMergingCallback(TrainerCallback):
                                   f"restored: resume from that task's own checkpoint (give each "
                                   f"task its own output_dir when saving checkpoints)")
             restore_memory(self, self._pending)      # first: the memory decides the batching
-        self._rows_collate = self._trainer_collate(args, model, train_dataloader)
+        self._rows_collate = self._trainer_collate(train_dataloader)
         host = TrainerHost(model, self._collate(model, processing_class, train_dataloader),
                             self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
                             cfg.train.max_grad_norm, bool(args.fp16))
