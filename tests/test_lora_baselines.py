@@ -78,6 +78,33 @@ def _doc_snippet(index: int = 0, **scope) -> dict:
     return scope
 
 
+def _card_model(run, stage):
+    """The model that the stage folder's README.md (its model card) loads, run from the run
+    folder as the card says."""
+    import os
+
+    card = (run / "adapters" / stage / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", card, re.S)[0]
+    here = os.getcwd()
+    os.chdir(run)
+    try:
+        scope: dict = {}
+        exec(compile(block, "README.md", "exec"), scope)
+    finally:
+        os.chdir(here)
+    return card, scope["model"]
+
+
+def test_each_stage_folders_model_card_says_what_it_is_and_loads_it(tmp_path):
+    run, trainer = _train(tmp_path, "single_task")
+    card, model = _card_model(run, STAGES[2])
+    assert "trained on `demo_color`." in card and "More Information Needed" not in card
+    assert torch.equal(_logits(model, _ids()), _logits(trainer.net, _ids()))
+    run, _ = _train(tmp_path, "seq_lora")
+    card, _ = _card_model(run, STAGES[1])
+    assert "trained on `demo_sentiment`, then `demo_topic`." in card
+
+
 # --- IncLoRA -----------------------------------------------------------------------------
 def test_inc_lora_keeps_earlier_adapters_and_loads_with_stock_peft(tmp_path):
     from aimmerging.models import resolve_model_path
@@ -102,6 +129,9 @@ def test_inc_lora_keeps_earlier_adapters_and_loads_with_stock_peft(tmp_path):
     ids = _ids()
     assert torch.equal(_logits(model, ids), _logits(trainer.net, ids))
     assert model.active_adapters == ["task01", "task02", "task03"]
+    card, carded = _card_model(run, STAGES[2])           # the stage folder's README.md
+    assert "One PEFT adapter per task (task01, task02, task03)" in card
+    assert torch.equal(_logits(carded, ids), _logits(trainer.net, ids))
     # and the docs' Encoder from config.yaml gives the run's own predictions
     rows = [json.loads(line) for line in
             (run / "predictions" / f"{STAGES[2]}__demo_topic.jsonl").read_text().splitlines()]
@@ -195,6 +225,7 @@ def test_moe_lora_router_gates_sum_to_one_and_load_back(tmp_path):
     assert set(saved) == set(routers) and all(t.shape[0] == 2 for t in saved.values())
     model = load_moe_lora(load_backbone("tiny-llama").model, run / "adapters" / STAGES[2])
     assert torch.equal(_logits(model, ids), expected)
+    assert torch.equal(_logits(_card_model(run, STAGES[2])[1], ids), expected)    # README.md
     # the experts alone (all active, no router) are another model
     plain = _doc_snippet()["load_stage"](load_backbone("tiny-llama").path, run / "adapters" / STAGES[2])
     assert not torch.allclose(_logits(plain, ids), expected)

@@ -183,7 +183,10 @@ class ContinualTrainer:
             self._train_stage(stage, start_step=self.position["step"])
             self.method.after_task(stage)
             self._evaluate(stage)
-            self.writer.save_adapter(self.net, stage, self.method.save_adapter)
+            trained = [stage.train_tasks] if self.method.resets_adapter else \
+                [s.train_tasks for s in self.stages[:stage.index + 1]]
+            self.writer.save_adapter(self.net, stage, self.method.save_adapter, trained,
+                                     len(self.stages))
             self.position = {"stage": stage.index + 1, "step": 0}
             self._checkpoint()
         metrics = self.writer.finish(self.method, self.timing, self.counters,

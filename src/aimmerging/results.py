@@ -14,7 +14,8 @@
       predictions/stageNN_<task>.jsonl
       adapters/stageNN_<task>/   a PEFT adapter (PeftModel.from_pretrained loads it); for a
                              method with several adapters, one subfolder each and
-                             adapters.json (aimmerging.multi_adapter)
+                             adapters.json (aimmerging.multi_adapter); README.md: what
+                             it was trained on and how to load it (aimmerging.model_card)
       checkpoint/            the newest complete checkpoint (see aimmerging.checkpoint)
 """
 
@@ -67,9 +68,15 @@ class ResultWriter:
         name = f"{stage_dirname(stage)}__{task.info.name}.jsonl"
         atomic_write_text(self.run_dir / "predictions" / name, "\n".join(lines) + "\n")
 
-    def save_adapter(self, net, stage, save) -> None:
+    def save_adapter(self, net, stage, save, trained: list[tuple[int, ...]],
+                     n_stages: int) -> None:
         """Save the stage's adapter folder atomically: ``save(net, folder)`` writes it into a
-        temporary folder (:meth:`~aimmerging.methods.base.Method.save_adapter`: a PEFT folder)."""
+        temporary folder (:meth:`~aimmerging.methods.base.Method.save_adapter`: a PEFT folder),
+        and its ``README.md`` says what it is and how to load it
+        (:func:`aimmerging.model_card.stage_card`; ``trained``: the task indices that each stage
+        up to this one, of ``n_stages``, trained the weights on)."""
+        from .model_card import stage_card
+
         if not self.is_main:
             return
         dest = self.run_dir / "adapters" / stage_dirname(stage)
@@ -77,6 +84,9 @@ class ResultWriter:
         tmp = temporary_folder(dest.parent, ".adapter.")
         try:
             save(net, tmp)
+            atomic_write_text(tmp / "README.md", stage_card(
+                tmp, dest.name, self.cfg.model.name, self.cfg.method.name,
+                [[self.task_names[t] for t in ts] for ts in trained], n_stages))
             plain_permissions(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
