@@ -280,7 +280,7 @@ def test_a_checkpoint_without_the_callbacks_state_is_refused(tmp_path):
 def test_memory_forms_and_settings(tmp_path):
     examples = [{"input": ex.input, "output": ex.output} for ex in TASKS[0].train[:6]]
     cb = AIMMergingCallback(memory=examples, method="fixed_interval", s_init=2)
-    assert len(cb.memory) == 6 and cb.memory.tasks == ["memory"]          # kept whole
+    assert len(cb.memory) == 6 and cb.memory.tasks == ["(memory=)"]       # kept whole
     model, tokenizer, encoder = tiny()
     rows_ = [{k: v[0].tolist() for k, v in encoder.train_batch([ex]).items()} for ex in TASKS[0].train]
     from transformers import DataCollatorForSeq2Seq

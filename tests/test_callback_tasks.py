@@ -106,8 +106,9 @@ def test_memory_rows_lose_the_columns_the_trainer_drops_and_need_labels(tmp_path
     bare = [{k: v for k, v in r.items() if k != "labels"} for r in tokenized(encoder, TASKS[0])]
     cb = AIMMergingCallback(method="fixed_interval", memory_size=5,
                             collate=DataCollatorWithPadding(tokenizer))
-    with pytest.raises(ConfigError, match=r"collator gives no 'labels' for examples\[0\] "
-                                          r"\(it gives \['attention_mask', 'input_ids'\]\)"):
+    with pytest.raises(ConfigError, match=r"finish_task: examples\[0\]: the memory batch has no "
+                                          r"'labels' \(the collator gave \['attention_mask', "
+                                          r"'input_ids'\]\)"):
         cb.finish_task(bare, name="one")
     assert len(cb.memory) == 0
 
@@ -131,7 +132,7 @@ def test_a_dataset_of_text_columns_is_text():
         [e.input for e in ReplayMemory(memory_size=3, seed=42).add_task("a", list(TASKS[0].train))]
     given = AIMMergingCallback(memory=text)
     assert not isinstance(given.memory, TokenizedMemory) and len(given.memory) == len(text)
-    with pytest.raises(ConfigError, match=r"memory: examples\[1\] of task 'memory' is not a "
+    with pytest.raises(ConfigError, match=r"memory: examples\[1\] of task '\(memory=\)' is not a "
                                           r"tokenized row"):
         AIMMergingCallback(memory=[{"input_ids": [1, 2]}, {"text": "x"}])
 

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import ConfigError
+
 IGNORE_INDEX = -100
 
 
@@ -53,10 +55,13 @@ class Encoder:
     """Tokenises examples once and builds padded batches (tensors of shape [batch, length]).
 
     Args:
-        tokenizer: a Hugging Face tokenizer with a pad and an EOS token.
+        tokenizer: a Hugging Face tokenizer with an EOS token (and a pad token; else EOS pads).
         is_seq2seq: True for encoder-decoder models.
         max_input_tokens: prompt length limit in tokens (special tokens included).
         max_target_tokens: answer length limit in tokens (EOS included).
+
+    Raises:
+        ConfigError: the tokenizer has no EOS token.
     """
 
     def __init__(self, tokenizer, is_seq2seq: bool, max_input_tokens: int = 512,
@@ -66,8 +71,12 @@ class Encoder:
         self.max_input_tokens = max_input_tokens
         self.max_target_tokens = max_target_tokens
         self.prefix, self.suffix = _special_affixes(tokenizer)
-        self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
+        if self.eos_id is None:
+            raise ConfigError(f"{type(tokenizer).__name__}: the tokenizer has no EOS token, which "
+                              f"ends every answer; set tokenizer.eos_token")
+        # no pad token (Llama style): EOS pads, as load_backbone sets it; the mask hides it
+        self.pad_id = self.eos_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
         bos = getattr(tokenizer, "bos_token_id", None)
         #: the prompt of an input with no token of its own (see the module docstring)
         self.blank_prompt: list[int] = self.prefix + self.suffix or [self.eos_id if bos is None else bos]

@@ -31,17 +31,19 @@ import math
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 from transformers import TrainerCallback
 
+from .callback_host import TrainerHost
+from .callback_inputs import (as_examples, check_arguments, check_container, check_memory_batch,
+                              is_rows, text_records, trainer_collate)
+from .callback_state import checkpoint_task
 from .config import build_config
 from .controller import ControllerConfig
-from .data.formats import Example
 from .engine import MemoryPasses, MergingEngine
 from .errors import ConfigError, TrainingError, did_you_mean
-from .callback_host import TrainerHost
 from .losses import _unwrap
 from .memory import ReplayMemory, TokenizedMemory
 from .methods import MERGING_METHODS
@@ -50,38 +52,8 @@ from .traces import Traces
 
 __all__ = ["AIMMergingCallback"]
 
-def _examples(items: Sequence, what: str) -> list[Example]:
-    """``items`` as :class:`Example` objects: Examples, or mappings with non-empty string
-    ``input`` and ``output`` fields; ConfigError naming the first that is neither."""
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, Example):
-            out.append(item)
-            continue
-        if not hasattr(item, "keys"):
-            raise ConfigError(f"AIMMergingCallback: {what}[{i}] is a {type(item).__name__}; give "
-                              f"mappings with 'input' and 'output' text, aimmerging Examples, or "
-                              f"tokenized rows with 'input_ids'")
-        for field in ("input", "output"):
-            value = item.get(field)
-            if not isinstance(value, str):
-                raise ConfigError(f"AIMMergingCallback: {what}[{i}] needs string 'input' and "
-                                  f"'output' fields (or is an aimmerging Example, or a tokenized "
-                                  f"row with 'input_ids'); it has {sorted(map(str, item.keys()))}")
-            if not value.strip():
-                raise ConfigError(f"AIMMergingCallback: {what}[{i}]: field {field!r} is empty")
-        out.append(Example(str(item.get("id", i)), item["input"], item["output"]))
-    return out
-
-
-def _is_rows(items) -> bool:
-    """Whether ``items`` are tokenized rows: a ``datasets.Dataset`` with an ``input_ids``
-    column, or mappings with ``input_ids`` (a Dataset of text columns is text)."""
-    if hasattr(items, "column_names"):
-        return "input_ids" in items.column_names
-    first = items[0] if len(items) else None
-    return hasattr(first, "keys") and "input_ids" in first
-
+#: the replay-memory task of the examples given as ``memory=``
+GIVEN = "(memory=)"
 
 class AIMMergingCallback(TrainerCallback):
     """AIMMerging (Feng et al., EMNLP 2025) in any ``transformers.Trainer`` (or ``trl.SFTTrainer``).
@@ -131,6 +103,11 @@ class AIMMergingCallback(TrainerCallback):
                  **settings: Any) -> None:
         if "name" in settings:
             raise ConfigError("AIMMergingCallback: give the method as method=, not name=")
+        for key in ("learning_rate", "lr"):
+            if key in settings:
+                raise ConfigError(f"AIMMergingCallback: no {key}=: the rehearsal runs at the "
+                                  f"learning rate of the Trainer's step that merged")
+        check_arguments(tokenizer, collate, output_dir, (max_input_tokens, max_target_tokens))
         self.method = method
         self.method_name = "aimmerging" if isinstance(method, ControllerConfig) else method
         if self.method_name not in MERGING_METHODS:
@@ -152,6 +129,7 @@ class AIMMergingCallback(TrainerCallback):
         self._pending: Optional[dict] = None      # a checkpoint to restore at on_train_begin
         self._lr: Optional[float] = None
         self._rows_collate = None       # the last train()'s data collator (memory rows' batches)
+        self._state = None              # the TrainerState of the train() under way
         self.last_merge: Optional[dict] = None
 
     # --- set-up ------------------------------------------------------------------------
@@ -175,15 +153,16 @@ class AIMMergingCallback(TrainerCallback):
             return empty
         if isinstance(memory, ReplayMemory):
             return memory
+        check_container(memory, "memory")
         if not (isinstance(memory, (list, tuple)) or hasattr(memory, "column_names")):
             raise ConfigError("AIMMergingCallback: memory must be a ReplayMemory, a list of "
                               f"examples or tokenized rows, not {type(memory).__name__}")
         if not len(memory):
             return empty
-        rows = _is_rows(memory)
+        rows = is_rows(memory)
         kept = empty.emptied(TokenizedMemory) if rows else empty
         try:                                     # the given examples, whole, as one task
-            kept.add_whole("memory", list(memory) if rows else _examples(memory, "memory"))
+            kept.add_whole(GIVEN, list(memory) if rows else as_examples(memory, "memory"))
         except ValueError as exc:
             raise ConfigError(f"AIMMergingCallback: memory: {exc}") from None
         return kept
@@ -195,10 +174,13 @@ class AIMMergingCallback(TrainerCallback):
         return (controller_config(cfg.method, overrides),
                 cfg.method.importance_fusion if ifm is None else ifm)
 
-    def _collate(self, model, processing_class, train_dataloader):
+    def _collate(self, model, processing_class):
+        """The memory's collator: ``collate=`` (text examples reach it as ``{"id", "input",
+        "output"}`` mappings); for tokenized rows, the Trainer's; for text, an Encoder."""
+        text = not isinstance(self.memory, TokenizedMemory)
         if self.collate is not None:
-            return self.collate
-        if isinstance(self.memory, TokenizedMemory):
+            return text_records(self.collate) if text else self.collate
+        if not text:
             if self._rows_collate is None:
                 raise ConfigError("AIMMergingCallback: give collate= for a tokenized memory")
             return self._rows_collate
@@ -206,24 +188,12 @@ class AIMMergingCallback(TrainerCallback):
 
         tokenizer = self.tokenizer or processing_class
         if tokenizer is None:
+            if not len(self.memory):             # nothing to batch in this task
+                return self._rows_collate
             raise ConfigError("AIMMergingCallback: give tokenizer= (the Trainer has no "
                               "processing_class) or collate=")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)     # a processor's tokenizer
         return Encoder(tokenizer, self._seq2seq(model), *self.max_tokens).train_batch
-
-    @staticmethod
-    def _trainer_collate(train_dataloader):
-        """The data collator that the Trainer batches rows with (None when unknown), given the
-        columns of the dataset it trains on: the Trainer drops the columns that its model does
-        not take (``remove_unused_columns``) from a ``datasets.Dataset`` before batching, so
-        memory rows lose the same ones (a text column would break the collator)."""
-        from transformers.trainer_utils import RemoveColumnsCollator
-
-        collate = getattr(train_dataloader, "collate_fn", None)
-        columns = getattr(getattr(train_dataloader, "dataset", None), "column_names", None)
-        if collate is None or not isinstance(columns, list) or not columns:
-            return collate        # a list of rows: the Trainer's collator drops them itself
-        return RemoveColumnsCollator(collate, columns)
 
     @staticmethod
     def _seq2seq(model) -> bool:
@@ -236,7 +206,7 @@ class AIMMergingCallback(TrainerCallback):
         Raises:
             ConfigError: an empty name, or one already in the replay memory (a finished task).
         """
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name.strip() or name == GIVEN:
             raise ConfigError(f"AIMMergingCallback.start_task: name must be a non-empty string, "
                               f"got {name!r}")
         if name in self.memory.tasks:
@@ -256,51 +226,41 @@ class AIMMergingCallback(TrainerCallback):
 
         Raises:
             ConfigError: no task trained yet and no ``name``, a task already stored, no
-                examples, text where the memory holds tokenized rows (or the reverse), an
-                example without the fields above (naming its index and field), or tokenized
-                rows that the data collator batches without ``labels``. Nothing is stored then.
+                examples (or a container of columns or splits, not of examples), text where the
+                memory holds tokenized rows (or the reverse), an example without the fields
+                above (naming its index and field), a row whose labels are all -100, or a first
+                example that the collator of the memory batches cannot batch, or batches
+                without a labelled token. Nothing is stored then.
         """
         name = name or self.task["name"]
+        where = "AIMMergingCallback.finish_task"
         if not name:
-            raise ConfigError("AIMMergingCallback.finish_task: no task trained yet; give name=")
+            raise ConfigError(f"{where}: no task trained yet; give name=")
+        check_container(examples, "examples")
         items = list(examples)
-        rows = _is_rows(items)
+        if not items:
+            raise ConfigError(f"{where}: task {name!r} has no examples to store")
+        rows = is_rows(items)
         if rows and not isinstance(self.memory, TokenizedMemory):
             if len(self.memory):
-                raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds text "
-                                  "examples; give this task's examples as text too ('input' and "
-                                  "'output'), or tokenized rows from the first task on")
-            self.memory = self.memory.emptied(TokenizedMemory)
+                raise ConfigError(f"{where}: the replay memory holds text examples; give this "
+                                  f"task's examples as text too ('input' and 'output'), or "
+                                  f"tokenized rows from the first task on")
         elif not rows and isinstance(self.memory, TokenizedMemory) and len(self.memory):
-            raise ConfigError("AIMMergingCallback.finish_task: the replay memory holds tokenized "
-                              "rows; give this task's tokenized rows (with 'input_ids') too")
-        if rows and items:
-            self._check_rows_collate(items[0])
+            raise ConfigError(f"{where}: the replay memory holds tokenized rows; give this "
+                              f"task's tokenized rows (with 'input_ids') too")
+        items = items if rows else as_examples(items, "examples")
+        collate = (self.collate or self._rows_collate) if rows else \
+            (text_records(self.collate) if self.collate is not None else None)
+        if collate is not None:     # the memory batches of the next task, tried now
+            check_memory_batch(collate, dict(items[0]) if rows else items[0],
+                               f"{where}: examples[0]")
+        if rows and not isinstance(self.memory, TokenizedMemory):
+            self.memory = self.memory.emptied(TokenizedMemory)
         try:
-            return self.memory.add_task(name, items if rows else _examples(items, "examples"))
+            return self.memory.add_task(name, items)
         except ValueError as exc:
-            raise ConfigError(f"AIMMergingCallback.finish_task: {exc}") from None
-
-    def _check_rows_collate(self, row) -> None:
-        """ConfigError now, before the row joins the memory, when the collator that will batch
-        the memory (``collate=``, else the one the last ``train()`` used) gives no ``labels``
-        for it: the next task's first memory batch would fail on it."""
-        collate = self.collate or self._rows_collate
-        if collate is None:
-            return
-        try:
-            batch = collate([dict(row)])
-        except Exception as exc:   # the user's collator: any of its errors
-            msg = " ".join(str(exc).split()) or type(exc).__name__
-            raise ConfigError(f"AIMMergingCallback.finish_task: examples[0] does not go through "
-                              f"the data collator that batches the replay memory ({msg}); give "
-                              f"the rows the Trainer trained on, or collate=") from None
-        if not hasattr(batch, "keys") or "labels" not in batch:
-            found = sorted(map(str, batch.keys())) if hasattr(batch, "keys") else type(batch).__name__
-            raise ConfigError(f"AIMMergingCallback.finish_task: the data collator gives no "
-                              f"'labels' for examples[0] (it gives {found}), so the replay "
-                              f"memory could not be rehearsed; give rows with 'labels' (the "
-                              f"prompt masked with -100), or a collate= that adds them")
+            raise ConfigError(f"{where}: {exc}") from None
 
     def resume_from(self, folder) -> None:
         """Restore the state saved in the Trainer checkpoint ``folder`` at the next
@@ -315,6 +275,10 @@ class AIMMergingCallback(TrainerCallback):
         if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
             raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
                               "the fusion needs whole on every rank; use DDP (torchrun)")
+        if self._state is state:
+            raise ConfigError("AIMMergingCallback: this callback is registered twice with the "
+                              "Trainer (callbacks=[...] and add_callback?); every step would "
+                              "drive it twice")
         cfg = self._config(args)
         resuming = state.global_step > 0     # resume_from_checkpoint: the callback's state too
         if resuming:
@@ -330,12 +294,22 @@ class AIMMergingCallback(TrainerCallback):
                                   f"checkpoint {folder} belongs to task {saved!r}; nothing was "
                                   f"restored: resume from that task's own checkpoint (give each "
                                   f"task its own output_dir when saving checkpoints)")
+            if self._next_name is None:
+                warnings.warn(f"AIMMergingCallback: resuming task {saved!r} from "
+                              f"{self._pending['folder'].parent}; no start_task() named the task, "
+                              f"so the checkpoint was not checked against it", stacklevel=1)
             restore_memory(self, self._pending)      # first: the memory decides the batching
-        self._rows_collate = self._trainer_collate(train_dataloader)
-        host = TrainerHost(model, self._collate(model, processing_class, train_dataloader),
-                            self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
-                            cfg.train.max_grad_norm, bool(args.fp16))
         params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("AIMMergingCallback: the model has no trainable parameters to merge "
+                              "(add a LoRA adapter first, e.g. peft.get_peft_model)")
+        self._rows_collate = trainer_collate(train_dataloader)
+        host = TrainerHost(model, self._collate(model, processing_class),
+                           self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
+                           cfg.train.max_grad_norm, bool(args.fp16))
+        if len(self.memory):            # the memory batches of this task, tried before step 1
+            check_memory_batch(host.collate, self.memory.examples()[0],
+                               "AIMMergingCallback: the replay memory's first example")
         rehearsal = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
                                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         ctl, ifm = self._controller(cfg)
@@ -345,6 +319,7 @@ class AIMMergingCallback(TrainerCallback):
         if resuming:
             restore(self, self._pending, host.device)
             self._pending = self._next_name = None
+            self._state = state
             return
         index = self.task["index"] + 1
         name = self._next_name or f"task{index + 1}"
@@ -360,12 +335,20 @@ class AIMMergingCallback(TrainerCallback):
             warnings.warn(f"AIMMergingCallback: the replay memory is empty, so task {name!r} "
                           f"trains without merging; call finish_task(examples) after each "
                           f"task's train()", stacklevel=1)
+        other = checkpoint_task(Path(args.output_dir)) if args.save_strategy != "no" else None
+        if other is not None and other != name:
+            warnings.warn(f"AIMMergingCallback: {args.output_dir} holds checkpoints of task "
+                          f"{other!r}; task {name!r} will save its own there, overwriting those "
+                          f"of the same step, and a resume takes the newest of either: give each "
+                          f"task its own output_dir", stacklevel=1)
         self.task = {"index": index, "name": name}
         self._next_name = None
+        self._state = state
         self.engine.task = (index, name)
         self.engine.before_task(model)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._state = None
         self._write_traces(args, state)
         stage = self.task["index"] + 1
         if len(self.memory) and not any(m["stage"] == stage for m in self.traces.merges):
@@ -412,3 +395,4 @@ class AIMMergingCallback(TrainerCallback):
     def _write_traces(self, args, state) -> None:
         if state.is_world_process_zero:
             self.traces.write(Path(self.output_dir or args.output_dir))
+

@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from .callback_inputs import memory_batch
 from .errors import TrainingError
 from .losses import batch_loss
 from .prefix import can_share_prefix, grouped_loss
@@ -37,12 +38,10 @@ class TrainerHost:
         return items if self.world == 1 else (items[self.rank::self.world] or items[:1])
 
     def loss_on(self, items: list, share_prefix: Optional[bool] = None) -> torch.Tensor:
-        batch = {k: v.to(self.device) for k, v in self.collate(items).items()
-                 if isinstance(v, torch.Tensor)}
-        if "labels" not in batch:
-            raise TrainingError(f"AIMMergingCallback: the memory batch has no 'labels' (the "
-                                f"collator gave {sorted(batch)}); give memory rows with 'labels' "
-                                f"(the prompt masked with -100), or a collate= that adds them")
+        try:
+            batch = memory_batch(self.collate, items, self.device)
+        except ValueError as exc:
+            raise TrainingError(f"AIMMergingCallback: {exc}") from None
         # shared prefixes need right-padded rows: the Encoder's batches
         if share_prefix and self.text and not self.is_seq2seq and can_share_prefix(self.model):
             return grouped_loss(self.model, batch)

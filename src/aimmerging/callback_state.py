@@ -144,3 +144,18 @@ def restore(callback, data: dict, device) -> None:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise TrainingError(f"{folder}: the checkpoint does not fit this callback ({msg})") from None
     engine.task = (callback.task["index"], callback.task["name"])
+
+
+def checkpoint_task(folder: Path):
+    """The task whose callback state the newest ``checkpoint-N`` of ``folder`` holds (the
+    checkpoint that ``train(resume_from_checkpoint=True)`` takes); None when there is none."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(folder)) if Path(folder).is_dir() else None
+    state = Path(last or "") / STATE_FOLDER / "state.json"
+    if last is None or not state.is_file():
+        return None
+    try:
+        return json.loads(state.read_text(encoding="utf-8")).get("task", {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -240,6 +240,11 @@ class TokenizedMemory(ReplayMemory):
         if not isinstance(ids, list) or not ids:
             raise ValueError(f"examples[{index}] of task {task!r}: 'input_ids' is empty or not "
                              f"a list of token ids")
+        labels = row.get("labels")
+        if isinstance(labels, list) and labels and all(v == -100 for v in labels):
+            raise ValueError(f"examples[{index}] of task {task!r}: every label is -100, so it "
+                             f"has no token to rehearse (was its answer cut off by truncation?); "
+                             f"drop such rows first")
         return row
 
     @staticmethod
