@@ -176,7 +176,8 @@ class AIMMergingCallback(TrainerCallback):
 
     def _collate(self, model, processing_class):
         """The memory's collator: ``collate=`` (text examples reach it as ``{"id", "input",
-        "output"}`` mappings); for tokenized rows, the Trainer's; for text, an Encoder."""
+        "output"}`` mappings); for tokenized rows, the Trainer's; for text, an Encoder (None
+        while the memory is empty: no memory batch to make)."""
         text = not isinstance(self.memory, TokenizedMemory)
         if self.collate is not None:
             return text_records(self.collate) if text else self.collate
@@ -186,10 +187,10 @@ class AIMMergingCallback(TrainerCallback):
             return self._rows_collate
         from .batching import Encoder
 
+        if not len(self.memory):                 # nothing to batch in this task
+            return None
         tokenizer = self.tokenizer or processing_class
         if tokenizer is None:
-            if not len(self.memory):             # nothing to batch in this task
-                return self._rows_collate
             raise ConfigError("AIMMergingCallback: give tokenizer= (the Trainer has no "
                               "processing_class) or collate=")
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)     # a processor's tokenizer
