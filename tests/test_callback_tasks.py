@@ -192,3 +192,58 @@ def test_the_mistakes_of_a_task_loop_are_warned_about(tmp_path):
     short.start_task("short")
     with pytest.warns(UserWarning, match="task 'short' ended after 2 steps without a merge"):
         train(short, TASKS[1], "e", max_steps=2)
+
+
+def test_a_sequence_goes_on_in_a_new_process_from_what_save_wrote(tmp_path):
+    from aimmerging import TrainingError
+
+    def two_tasks(cb, model, tokenizer, encoder, out, stop_after_first=False):
+        first, second = (tokenized(encoder, t) for t in TASKS)
+        cb.start_task("one")
+        train_rows(model, tokenizer, first, cb, out / "one").train()
+        cb.finish_task(first)
+        if stop_after_first:
+            return cb.save(out / "tasks.json")
+        cb.start_task("two")
+        train_rows(model, tokenizer, second, cb, out / "two").train()
+
+    settings = dict(method="aimmerging", s_init=2, memory_size=5)
+    whole = AIMMergingCallback(**settings)
+    model, tokenizer, encoder = tiny()
+    two_tasks(whole, model, tokenizer, encoder, tmp_path / "whole")
+    model, tokenizer, encoder = tiny()
+    saved = two_tasks(AIMMergingCallback(**settings), model, tokenizer, encoder,
+                      tmp_path / "cut", stop_after_first=True)
+    later = AIMMergingCallback(**settings)                     # "a new process"
+    later.load(saved)
+    assert later.memory.tasks == ["one"] and later.task == {"index": 0, "name": "one"}
+    later.start_task("two")
+    train_rows(model, tokenizer, tokenized(encoder, TASKS[1]), later, tmp_path / "cut" / "two").train()
+    assert later.traces.merges == whole.traces.merges and later.traces.merges
+    assert [s["stage"] for s in later.traces.signals] == [1] * 4 + [2] * 4
+    with pytest.raises(ConfigError, match="holds tasks already"):
+        later.load(saved)
+    with pytest.raises(TrainingError, match="saved with method 'aimmerging', not 'fixed_interval'"):
+        AIMMergingCallback(method="fixed_interval").load(saved)
+
+    # resume_from() with a train() that does not resume is refused, not ignored
+    cb = AIMMergingCallback(**settings)
+    train_rows(model, tokenizer, tokenized(encoder, TASKS[0]), cb, tmp_path / "ck",
+               save_strategy="steps", save_steps=2).train()
+    fresh = AIMMergingCallback(**settings)
+    fresh.resume_from(tmp_path / "ck" / "checkpoint-2")
+    with pytest.raises(ConfigError, match="resume_from\\(.*checkpoint-2'\\), but this train\\(\\) "
+                                          "starts at step 0"):
+        train_rows(model, tokenizer, tokenized(encoder, TASKS[0]), fresh, tmp_path / "new").train()
+
+
+def test_a_task_whose_merges_all_kept_the_trained_weights_is_warned_about(tmp_path):
+    model, tokenizer, encoder = tiny()
+    cb = AIMMergingCallback(method="aimmerging", s_init=2, memory=TASKS[0].train[:4])
+    cb.start_task("short")
+    with pytest.warns(UserWarning, match="every merge of task 'short' \\(1\\) kept the trained "
+                                         "weights"):
+        Trainer(model=model, args=arguments(tmp_path), train_dataset=TASKS[1].train,
+                data_collator=encoder.train_batch, processing_class=tokenizer,
+                callbacks=[cb]).train()
+    assert [(m["alpha_new"], m["alpha_past"]) for m in cb.traces.merges] == [(1.0, 0.0)]

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+import torch
 
 from runhelp import ROOT
 
@@ -22,7 +23,7 @@ def test_every_snippet_runs(tmp_path, monkeypatch, capsys):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     blocks = snippets()
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     space: dict = {}
     for i, code in enumerate(blocks):
         exec(compile(code, f"{DOC.name} snippet {i + 1}", "exec"), space)
@@ -35,3 +36,12 @@ def test_every_snippet_runs(tmp_path, monkeypatch, capsys):
     assert space["check"].checked >= 1
     assert "\n4 0.6 0.4 2 4\n" in out       # the controller alone: one merge at step 4
     assert (tmp_path / "runs" / "py_demo" / "metrics.json").is_file()
+    names = [t.info.name for t in space["tasks"]]
+    assert space["callback"].memory.tasks == names and space["callback"].traces.merges
+    # started again: the saved tasks are loaded and skipped, the weights put back
+    resumable = next(i for i, code in enumerate(blocks) if "py_resumable" in code)
+    again = dict(space, model=space["add_lora"](space["load_backbone"]("tiny-llama")))
+    exec(compile(blocks[resumable], "restart", "exec"), again)
+    assert again["callback"].memory.tasks == names and again["callback"].task["index"] == 1
+    saved = space["snapshot"](space["model"])
+    assert all(torch.equal(v, again["snapshot"](again["model"])[k]) for k, v in saved.items())

@@ -37,23 +37,20 @@ import torch
 from transformers import TrainerCallback
 
 from .callback_host import TrainerHost
-from .callback_inputs import (as_examples, check_arguments, check_container, check_memory_batch,
-                              is_rows, text_records, trainer_collate)
-from .callback_state import checkpoint_task
+from .callback_inputs import (GIVEN, as_examples, as_memory, check_arguments, check_container,
+                              check_memory_batch, is_rows, text_records, trainer_collate)
+from .callback_checks import warn_task_end, warn_task_start
 from .config import build_config
 from .controller import ControllerConfig
 from .engine import MemoryPasses, MergingEngine
 from .errors import ConfigError, TrainingError, did_you_mean
 from .losses import _unwrap
-from .memory import ReplayMemory, TokenizedMemory
+from .memory import TokenizedMemory
 from .methods import MERGING_METHODS
 from .methods.merging import controller_config, merging_settings
 from .traces import Traces
 
 __all__ = ["AIMMergingCallback"]
-
-#: the replay-memory task of the examples given as ``memory=``
-GIVEN = "(memory=)"
 
 class AIMMergingCallback(TrainerCallback):
     """AIMMerging (Feng et al., EMNLP 2025) in any ``transformers.Trainer`` (or ``trl.SFTTrainer``).
@@ -119,7 +116,7 @@ class AIMMergingCallback(TrainerCallback):
         self.tokenizer, self.collate, self.output_dir = tokenizer, collate, output_dir
         self.max_tokens = (max_input_tokens, max_target_tokens)
         cfg = self._config()          # every setting checked now, before any training
-        self.memory = self._as_memory(memory, cfg)
+        self.memory = as_memory(memory, cfg)
         self.traces = Traces()
         self.timing: dict = defaultdict(float)
         self.counters: dict = defaultdict(int)
@@ -145,27 +142,6 @@ class AIMMergingCallback(TrainerCallback):
         seed = self.seed if self.seed is not None else (args.seed if args is not None else 42)
         raw = {"seed": seed, "method": {"name": self.method_name, **self.settings}, "train": train}
         return build_config(raw, "AIMMergingCallback")
-
-    def _as_memory(self, memory, cfg):
-        m = cfg.method
-        empty = ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
-        if memory is None:
-            return empty
-        if isinstance(memory, ReplayMemory):
-            return memory
-        check_container(memory, "memory")
-        if not (isinstance(memory, (list, tuple)) or hasattr(memory, "column_names")):
-            raise ConfigError("AIMMergingCallback: memory must be a ReplayMemory, a list of "
-                              f"examples or tokenized rows, not {type(memory).__name__}")
-        if not len(memory):
-            return empty
-        rows = is_rows(memory)
-        kept = empty.emptied(TokenizedMemory) if rows else empty
-        try:                                     # the given examples, whole, as one task
-            kept.add_whole(GIVEN, list(memory) if rows else as_examples(memory, "memory"))
-        except ValueError as exc:
-            raise ConfigError(f"AIMMergingCallback: memory: {exc}") from None
-        return kept
 
     def _controller(self, cfg) -> tuple[ControllerConfig, bool]:
         if isinstance(self.method, ControllerConfig):
@@ -264,11 +240,44 @@ class AIMMergingCallback(TrainerCallback):
             raise ConfigError(f"{where}: {exc}") from None
 
     def resume_from(self, folder) -> None:
-        """Restore the state saved in the Trainer checkpoint ``folder`` at the next
-        ``train()`` (needed only when that checkpoint is not ``args.output_dir/checkpoint-N``)."""
+        """Restore the state saved in the Trainer checkpoint ``folder`` when the next
+        ``train(resume_from_checkpoint=folder)`` resumes it (needed only when that checkpoint
+        is not ``args.output_dir/checkpoint-N``). A ``train()`` that does not resume refuses
+        it: to start a new task after finished ones, see :meth:`save` and :meth:`load`."""
         from .callback_state import read_state
 
         self._pending = read_state(Path(folder))
+
+    def save(self, path) -> Path:
+        """Write the finished tasks (the replay memory, the traces, the task count) to the
+        JSON file ``path``, atomically, so that a new process can :meth:`load` them and go on
+        with the next task. Call it between tasks, after :meth:`finish_task`; inside a task
+        the Trainer's checkpoints hold the state. Returns ``path``.
+
+        Raises:
+            ConfigError: called while a ``train()`` is under way.
+        """
+        from .callback_state import write_progress
+
+        if self._state is not None:
+            raise ConfigError("AIMMergingCallback.save: a train() is under way; save between "
+                              "tasks (the Trainer's checkpoints hold the state inside one)")
+        return write_progress(self, Path(path))
+
+    def load(self, path) -> None:
+        """Load what :meth:`save` wrote into this callback, made with the same method and
+        settings and unused so far; the next ``train()`` is the task after the saved ones.
+
+        Raises:
+            ConfigError: this callback has trained or stored a task already.
+            TrainingError: ``path`` is absent or unreadable, or saved with another method.
+        """
+        from .callback_state import read_progress
+
+        if self.task["index"] >= 0 or self.memory.tasks:
+            raise ConfigError("AIMMergingCallback.load: this callback holds tasks already; load "
+                              "into a new one")
+        read_progress(self, Path(path))
 
     # --- Trainer events --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None,
@@ -282,6 +291,11 @@ class AIMMergingCallback(TrainerCallback):
                               "drive it twice")
         cfg = self._config(args)
         resuming = state.global_step > 0     # resume_from_checkpoint: the callback's state too
+        if self._pending is not None and not resuming:
+            folder, self._pending = self._pending["folder"].parent, None
+            raise ConfigError(f"AIMMergingCallback: resume_from({str(folder)!r}), but this "
+                              f"train() starts at step 0; give train(resume_from_checkpoint=...) "
+                              f"too (to start a new task after finished ones: save() and load())")
         if resuming:
             from .callback_state import read_state, restore, restore_memory
 
@@ -295,7 +309,7 @@ class AIMMergingCallback(TrainerCallback):
                                   f"checkpoint {folder} belongs to task {saved!r}; nothing was "
                                   f"restored: resume from that task's own checkpoint (give each "
                                   f"task its own output_dir when saving checkpoints)")
-            if self._next_name is None:
+            if self._next_name is None and saved != self.task["name"]:
                 warnings.warn(f"AIMMergingCallback: resuming task {saved!r} from "
                               f"{self._pending['folder'].parent}; no start_task() named the task, "
                               f"so the checkpoint was not checked against it", stacklevel=1)
@@ -327,21 +341,7 @@ class AIMMergingCallback(TrainerCallback):
         if name in self.memory.tasks:
             raise ConfigError(f"AIMMergingCallback: task {name!r} is finished already (it is in "
                               f"the replay memory); call start_task(name) with a new name first")
-        if index > 0 and self._next_name is None:
-            warnings.warn(f"AIMMergingCallback: trainer.train() began without start_task(), so it "
-                          f"trains a new task {name!r} with the controller reset; call "
-                          f"start_task(name) before each task (a stopped task continues with "
-                          f"train(resume_from_checkpoint=...))", stacklevel=1)
-        if index > 0 and not len(self.memory):
-            warnings.warn(f"AIMMergingCallback: the replay memory is empty, so task {name!r} "
-                          f"trains without merging; call finish_task(examples) after each "
-                          f"task's train()", stacklevel=1)
-        other = checkpoint_task(Path(args.output_dir)) if args.save_strategy != "no" else None
-        if other is not None and other != name:
-            warnings.warn(f"AIMMergingCallback: {args.output_dir} holds checkpoints of task "
-                          f"{other!r}; task {name!r} will save its own there, overwriting those "
-                          f"of the same step, and a resume takes the newest of either: give each "
-                          f"task its own output_dir", stacklevel=1)
+        warn_task_start(self, name, index, self._next_name is not None, args)
         self.task = {"index": index, "name": name}
         self._next_name = None
         self._state = state
@@ -351,12 +351,7 @@ class AIMMergingCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._state = None
         self._write_traces(args, state)
-        stage = self.task["index"] + 1
-        if len(self.memory) and not any(m["stage"] == stage for m in self.traces.merges):
-            warnings.warn(f"AIMMergingCallback: task {self.task['name']!r} ended after "
-                          f"{state.global_step} steps without a merge (a merge comes after S "
-                          f"steps, S = {self.engine.controller.interval} now, and may wait until "
-                          f"2S); train it longer or lower s_init", stacklevel=1)
+        warn_task_end(self, state.global_step)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.engine.on_gradients(model, "new")

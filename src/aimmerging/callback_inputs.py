@@ -13,9 +13,13 @@ import torch
 from .batching import IGNORE_INDEX
 from .data.formats import Example
 from .errors import ConfigError
+from .memory import ReplayMemory, TokenizedMemory
 
-__all__ = ["as_examples", "is_rows", "check_container", "check_arguments", "memory_batch",
-           "check_memory_batch", "text_records", "trainer_collate"]
+#: the replay-memory task of the examples given as ``memory=``
+GIVEN = "(memory=)"
+
+__all__ = ["GIVEN", "as_memory", "as_examples", "is_rows", "check_container", "check_arguments",
+           "memory_batch", "check_memory_batch", "text_records", "trainer_collate"]
 
 
 def as_examples(items: Sequence, what: str) -> list[Example]:
@@ -40,6 +44,31 @@ def as_examples(items: Sequence, what: str) -> list[Example]:
                 raise ConfigError(f"AIMMergingCallback: {what}[{i}]: field {field!r} is empty")
         out.append(Example(str(item.get("id", i)), item["input"], item["output"]))
     return out
+
+
+def as_memory(memory, cfg) -> ReplayMemory:
+    """The callback's ``memory=`` as a replay memory (of ``cfg``'s ratio, size and seed): a
+    :class:`ReplayMemory` as it is; examples or tokenized rows kept whole, as one task
+    (:data:`GIVEN`). ConfigError naming what does not fit."""
+    m = cfg.method
+    empty = ReplayMemory(m.memory_ratio, m.memory_size, cfg.seed)
+    if memory is None:
+        return empty
+    if isinstance(memory, ReplayMemory):
+        return memory
+    check_container(memory, "memory")
+    if not (isinstance(memory, (list, tuple)) or hasattr(memory, "column_names")):
+        raise ConfigError("AIMMergingCallback: memory must be a ReplayMemory, a list of "
+                          f"examples or tokenized rows, not {type(memory).__name__}")
+    if not len(memory):
+        return empty
+    rows = is_rows(memory)
+    kept = empty.emptied(TokenizedMemory) if rows else empty
+    try:                                     # the given examples, whole, as one task
+        kept.add_whole(GIVEN, list(memory) if rows else as_examples(memory, "memory"))
+    except ValueError as exc:
+        raise ConfigError(f"AIMMergingCallback: memory: {exc}") from None
+    return kept
 
 
 def is_rows(items) -> bool:

@@ -11,6 +11,10 @@
 
 Nothing is pickled. The folder is written into a temporary folder that then replaces it, so a
 reader never sees half of it.
+
+Between two tasks, :meth:`~aimmerging.callback.AIMMergingCallback.save` writes the finished
+tasks alone (the replay memory, the traces, the task count) to one JSON file
+(:func:`write_progress`), which a new process loads to go on with the next task.
 """
 
 from __future__ import annotations
@@ -159,3 +163,52 @@ def checkpoint_task(folder: Path):
         return json.loads(state.read_text(encoding="utf-8")).get("task", {}).get("name")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+#: what :func:`write_progress` writes: the finished tasks, between two tasks
+PROGRESS_KIND = "AIMMergingCallback tasks"
+
+
+def write_progress(callback, path: Path) -> Path:
+    """Write the finished tasks' state of ``callback`` (the replay memory, the traces, the task
+    count, timings and counters) to the JSON file ``path``, atomically; returns ``path``."""
+    state = {"version": _VERSION, "kind": PROGRESS_KIND, "method": callback.method_name,
+             "task": dict(callback.task), "memory": callback.memory.state_dict(),
+             "traces": callback.traces.state_dict(), "timing": dict(callback.timing),
+             "counters": dict(callback.counters)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, encode_floats(state))
+    return path
+
+
+def read_progress(callback, path: Path) -> None:
+    """Put the state that :func:`write_progress` wrote to ``path`` into ``callback``.
+
+    Raises:
+        TrainingError: ``path`` is absent, unreadable, of another kind or version, or saved
+            with another method (naming the file).
+    """
+    path = Path(path)
+    try:
+        state = decode_floats(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingError(f"{path}: not a readable AIMMergingCallback state ({msg})") from None
+    if not isinstance(state, dict) or state.get("kind") != PROGRESS_KIND:
+        raise TrainingError(f"{path}: not a file that AIMMergingCallback.save() wrote")
+    if state.get("version") != _VERSION:
+        raise TrainingError(f"{path}: unsupported state version {state.get('version')!r}")
+    if state.get("method") != callback.method_name:
+        raise TrainingError(f"{path}: saved with method {state.get('method')!r}, not "
+                            f"{callback.method_name!r}")
+    restore_memory(callback, {"state": state, "folder": path})
+    try:
+        callback.traces.load_state_dict(state["traces"])
+        for name in ("timing", "counters"):
+            getattr(callback, name).clear()
+            getattr(callback, name).update(state[name])
+        callback.task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
+    except (KeyError, ValueError, TypeError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise TrainingError(f"{path}: the state does not fit this callback ({msg})") from None
