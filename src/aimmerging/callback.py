@@ -28,7 +28,6 @@ AdamW, replay memory, traces) goes into every Trainer checkpoint, as ``aimmergin
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -39,7 +38,7 @@ from transformers import TrainerCallback
 from .callback_host import TrainerHost
 from .callback_inputs import (GIVEN, as_examples, as_memory, check_arguments, check_container,
                               check_memory_batch, is_rows, text_records, trainer_collate)
-from .callback_checks import warn_task_end, warn_task_start
+from .callback_checks import check_resume, check_trainer, warn_task_end, warn_task_start
 from .config import build_config
 from .controller import ControllerConfig
 from .engine import MemoryPasses, MergingEngine
@@ -127,6 +126,7 @@ class AIMMergingCallback(TrainerCallback):
         self._lr: Optional[float] = None
         self._rows_collate = None       # the last train()'s data collator (memory rows' batches)
         self._state = None              # the TrainerState of the train() under way
+        self._was_seq2seq = False       # the last train()'s model: an encoder-decoder
         self.last_merge: Optional[dict] = None
 
     # --- set-up ------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class AIMMergingCallback(TrainerCallback):
             (text_records(self.collate) if self.collate is not None else None)
         if collate is not None:     # the memory batches of the next task, tried now
             check_memory_batch(collate, dict(items[0]) if rows else items[0],
-                               f"{where}: examples[0]")
+                               f"{where}: examples[0]", shifted=not self._was_seq2seq)
         if rows and not isinstance(self.memory, TokenizedMemory):
             self.memory = self.memory.emptied(TokenizedMemory)
         try:
@@ -251,44 +251,47 @@ class AIMMergingCallback(TrainerCallback):
     def save(self, path) -> Path:
         """Write the finished tasks (the replay memory, the traces, the task count) to the
         JSON file ``path``, atomically, so that a new process can :meth:`load` them and go on
-        with the next task. Call it between tasks, after :meth:`finish_task`; inside a task
-        the Trainer's checkpoints hold the state. Returns ``path``.
+        with the next task. Call it between tasks, after :meth:`finish_task` (inside a task,
+        the Trainer's checkpoints hold the state). Returns the path written (a symlink's
+        target).
 
         Raises:
-            ConfigError: called while a ``train()`` is under way.
+            ConfigError: ``path`` is a folder or another non-file.
         """
         from .callback_state import write_progress
 
-        if self._state is not None:
-            raise ConfigError("AIMMergingCallback.save: a train() is under way; save between "
-                              "tasks (the Trainer's checkpoints hold the state inside one)")
         return write_progress(self, Path(path))
 
     def load(self, path) -> None:
         """Load what :meth:`save` wrote into this callback, made with the same method and
-        settings and unused so far; the next ``train()`` is the task after the saved ones.
+        settings (without ``memory=``) and unused so far; the next ``train()`` is the task
+        after the saved ones, or the saved task that had not finished, when ``start_task``
+        names it again.
 
         Raises:
             ConfigError: this callback has trained or stored a task already.
-            TrainingError: ``path`` is absent or unreadable, or saved with another method.
+            TrainingError: ``path`` is absent, unreadable or malformed (nothing is loaded
+                then), or saved with another method or other settings (naming them).
         """
         from .callback_state import read_progress
 
         if self.task["index"] >= 0 or self.memory.tasks:
-            raise ConfigError("AIMMergingCallback.load: this callback holds tasks already; load "
-                              "into a new one")
+            given = " (memory= was given: a callback that loads starts without it)" \
+                if GIVEN in self.memory.tasks else ""
+            raise ConfigError(f"AIMMergingCallback.load: this callback holds tasks already"
+                              f"{given}; load into a new one")
         read_progress(self, Path(path))
+
+    def saved_settings(self) -> dict:
+        """The settings that :meth:`save` records and :meth:`load` compares: the seed and the
+        resolved ``method:`` section (memory ratio and size, controller settings ...)."""
+        cfg = self._config()
+        return {"seed": cfg.seed, "method": cfg.method.model_dump(mode="json")}
 
     # --- Trainer events --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None,
                        train_dataloader=None, **kwargs):
-        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
-            raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
-                              "the fusion needs whole on every rank; use DDP (torchrun)")
-        if self._state is state:
-            raise ConfigError("AIMMergingCallback: this callback is registered twice with the "
-                              "Trainer (callbacks=[...] and add_callback?); every step would "
-                              "drive it twice")
+        check_trainer(self, args, state, model)
         cfg = self._config(args)
         resuming = state.global_step > 0     # resume_from_checkpoint: the callback's state too
         if self._pending is not None and not resuming:
@@ -301,30 +304,26 @@ class AIMMergingCallback(TrainerCallback):
 
             if self._pending is None:
                 self._pending = read_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-            saved = (self._pending["state"].get("task") or {}).get("name")
-            if self._next_name is not None and self._next_name != saved:
-                folder = self._pending["folder"].parent
+            try:
+                check_resume(self._pending, state.global_step, self.memory.tasks,
+                             self._next_name, self.task["name"])
+            except ConfigError:
                 self._pending = None
-                raise ConfigError(f"AIMMergingCallback: start_task({self._next_name!r}), but the "
-                                  f"checkpoint {folder} belongs to task {saved!r}; nothing was "
-                                  f"restored: resume from that task's own checkpoint (give each "
-                                  f"task its own output_dir when saving checkpoints)")
-            if self._next_name is None and saved != self.task["name"]:
-                warnings.warn(f"AIMMergingCallback: resuming task {saved!r} from "
-                              f"{self._pending['folder'].parent}; no start_task() named the task, "
-                              f"so the checkpoint was not checked against it", stacklevel=1)
+                raise
             restore_memory(self, self._pending)      # first: the memory decides the batching
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("AIMMergingCallback: the model has no trainable parameters to merge "
                               "(add a LoRA adapter first, e.g. peft.get_peft_model)")
         self._rows_collate = trainer_collate(train_dataloader)
+        self._was_seq2seq = self._seq2seq(model)
         host = TrainerHost(model, self._collate(model, processing_class),
                            self._seq2seq(model), not isinstance(self.memory, TokenizedMemory),
                            cfg.train.max_grad_norm, bool(args.fp16))
         if len(self.memory):            # the memory batches of this task, tried before step 1
             check_memory_batch(host.collate, self.memory.examples()[0],
-                               "AIMMergingCallback: the replay memory's first example")
+                               "AIMMergingCallback: the replay memory's first example",
+                               shifted=not host.is_seq2seq)
         rehearsal = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
                                       betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
         ctl, ifm = self._controller(cfg)
@@ -338,6 +337,9 @@ class AIMMergingCallback(TrainerCallback):
             return
         index = self.task["index"] + 1
         name = self._next_name or f"task{index + 1}"
+        if self._next_name is not None and self._next_name == self.task["name"]:
+            index -= 1          # the task under way, named again: it starts over (no finish_task)
+            self.traces.drop_stage(index + 1)
         if name in self.memory.tasks:
             raise ConfigError(f"AIMMergingCallback: task {name!r} is finished already (it is in "
                               f"the replay memory); call start_task(name) with a new name first")
@@ -385,7 +387,8 @@ class AIMMergingCallback(TrainerCallback):
         from .callback_state import write_state
 
         if state.is_world_process_zero:
-            write_state(self, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            write_state(self, Path(args.output_dir) / f"checkpoint-{state.global_step}",
+                        state.global_step)
         self._write_traces(args, state)
 
     def _write_traces(self, args, state) -> None:

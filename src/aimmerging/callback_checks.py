@@ -1,16 +1,66 @@
-"""The mistakes of a task loop around :class:`~aimmerging.callback.AIMMergingCallback` that
-still train, warned about when a task starts (no ``start_task``, no ``finish_task``, a folder
-of another task's checkpoints) and when it ends (no merge, or only merges that kept the
-trained weights)."""
+"""The mistakes of a task loop around :class:`~aimmerging.callback.AIMMergingCallback`:
+refused when a ``train()`` begins (sharded parameters, the callback registered twice, a
+resume from a checkpoint that does not fit), and, those that still train, warned about when a
+task starts (no ``start_task``, no ``finish_task``, a folder of another task's checkpoints)
+and when it ends (no merge, or only merges that kept the trained weights)."""
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
+from typing import Optional
 
 from .callback_state import checkpoint_task
+from .errors import ConfigError
 
-__all__ = ["warn_task_start", "warn_task_end"]
+__all__ = ["check_trainer", "check_resume", "warn_task_start", "warn_task_end"]
+
+
+def check_trainer(callback, args, state, model) -> None:
+    """ConfigError for a Trainer the callback cannot drive: DeepSpeed or FSDP (sharded
+    parameters), or a ``train()`` with this callback, or another AIMMergingCallback, registered
+    already (every step would merge twice); then marks ``model`` as driven by ``callback``."""
+    if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+        raise ConfigError("AIMMergingCallback: DeepSpeed and FSDP shard the parameters, which "
+                          "the fusion needs whole on every rank; use DDP (torchrun)")
+    owner = getattr(model, "_aimmerging_callback", None)
+    owner = owner() if owner is not None else None
+    if owner is not None and owner._state is state:
+        raise ConfigError("AIMMergingCallback: " + (
+            "this callback is registered twice with the Trainer (callbacks=[...] and "
+            "add_callback?)" if owner is callback else "two AIMMergingCallbacks are registered "
+            "with the Trainer (a notebook cell run twice?)") + "; every step would merge twice")
+    model._aimmerging_callback = weakref.ref(callback)
+
+
+def check_resume(pending: dict, step: int, finished: list, named: Optional[str],
+                 current: Optional[str]) -> None:
+    """Before anything of the checkpoint state ``pending`` (:func:`~aimmerging.callback_state.
+    read_state`) is restored for a Trainer resuming at global ``step``: ConfigError when it is
+    of another step, of a task in ``finished`` (the replay memory's) that no ``start_task``
+    named, or of another task than ``named``; a warning when nothing named it and it is not the
+    callback's ``current`` task."""
+    saved = (pending["state"].get("task") or {}).get("name")
+    folder = pending["folder"].parent
+    at = pending["state"].get("step", step)
+    if at != step:
+        raise ConfigError(f"AIMMergingCallback: the callback's state in {folder} is of step {at}, "
+                          f"and the Trainer resumes at step {step} (resume_from() and "
+                          f"resume_from_checkpoint name two checkpoints); nothing was restored")
+    if saved in finished and named is None:
+        raise ConfigError(f"AIMMergingCallback: the checkpoint {folder} belongs to task {saved!r}, "
+                          f"which this callback has finished (it is in the replay memory): "
+                          f"resume only the task that stopped; nothing was restored")
+    if named is not None and named != saved:
+        raise ConfigError(f"AIMMergingCallback: start_task({named!r}), but the checkpoint "
+                          f"{folder} belongs to task {saved!r}; nothing was restored: resume from "
+                          f"that task's own checkpoint (give each task its own output_dir when "
+                          f"saving checkpoints)")
+    if named is None and saved != current:
+        warnings.warn(f"AIMMergingCallback: resuming task {saved!r} from {folder}; no "
+                      f"start_task() named the task, so the checkpoint was not checked against "
+                      f"it", stacklevel=1)
 
 
 def warn_task_start(callback, name: str, index: int, named: bool, args) -> None:

@@ -72,11 +72,9 @@ def as_memory(memory, cfg) -> ReplayMemory:
 
 
 def is_rows(items) -> bool:
-    """Whether ``items`` are tokenized rows: a ``datasets.Dataset`` with an ``input_ids``
-    column, or mappings with ``input_ids`` (a Dataset of text columns is text)."""
-    if hasattr(items, "column_names") and isinstance(items.column_names, list):
-        return "input_ids" in items.column_names
-    first = items[0] if len(items) else None
+    """Whether ``items`` are tokenized rows: their first is a mapping with ``input_ids`` (a
+    ``datasets.Dataset`` of text columns is text; one with a tokenizing transform, rows)."""
+    first = items[0] if len(items) else None     # a Dataset's row: after its transform, if any
     return hasattr(first, "keys") and "input_ids" in first
 
 
@@ -87,6 +85,10 @@ def check_container(examples: Any, what: str) -> None:
     name = type(examples).__name__
     if isinstance(examples, (str, bytes)):
         raise ConfigError(f"AIMMergingCallback: {what} is a {name}; give a list of examples")
+    if name.startswith("IterableDataset") or not hasattr(examples, "__len__") \
+            and hasattr(examples, "column_names"):
+        raise ConfigError(f"AIMMergingCallback: {what} is a {name}, which has no length to draw "
+                          f"the memory's sample from; give a datasets.Dataset or a list")
     if hasattr(examples, "columns") and hasattr(examples, "to_dict"):
         raise ConfigError(f"AIMMergingCallback: {what} is a {name}; give one mapping per row, "
                           f"e.g. frame.to_dict('records'), or datasets.Dataset.from_pandas(frame)")
@@ -174,9 +176,10 @@ def memory_batch(collate, items: list, device: Optional[torch.device] = None) ->
     return batch if device is None else {k: v.to(device) for k, v in batch.items()}
 
 
-def check_memory_batch(collate, item: Any, where: str) -> None:
+def check_memory_batch(collate, item: Any, where: str, shifted: bool = True) -> None:
     """ConfigError (``where`` first) when ``item`` does not go through ``collate`` into a batch
-    with at least one labelled token: the memory batches would fail, or score nothing."""
+    with at least one labelled token (``shifted``, a causal LM's: after the first position,
+    which no token predicts): the memory batches would fail, or score nothing."""
     try:
         batch = memory_batch(collate, [item])
     except ValueError as exc:
@@ -186,6 +189,7 @@ def check_memory_batch(collate, item: Any, where: str) -> None:
         raise ConfigError(f"{where}: a replay memory example does not go through the data "
                           f"collator that batches the memory ({msg}); give examples in the form "
                           f"the Trainer trains on, or collate=") from None
-    if not bool((batch["labels"] != IGNORE_INDEX).any()):
+    labels = batch["labels"][:, 1:] if shifted else batch["labels"]
+    if not bool((labels != IGNORE_INDEX).any()):
         raise ConfigError(f"{where}: the data collator gives a replay memory example no labelled "
                           f"token (every label is -100), so the history loss would be NaN")

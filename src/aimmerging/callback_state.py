@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import decode_floats, encode_floats
-from .errors import TrainingError
+from .errors import ConfigError, TrainingError
 from .io import atomic_write_json, temporary_folder
 
 STATE_FOLDER = "aimmerging"
@@ -61,11 +61,13 @@ def _optimizer_state(meta: dict, tensors: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def write_state(callback, checkpoint: Path) -> Path:
-    """Write the callback's state into ``checkpoint/aimmerging`` (atomically); returns that folder."""
+def write_state(callback, checkpoint: Path, step: int) -> Path:
+    """Write the callback's state at the Trainer's global ``step`` into
+    ``checkpoint/aimmerging`` (atomically); returns that folder."""
     engine = callback.engine
     opt_tensors, opt_plain = _optimizer_parts(engine.rehearsal_optimizer.state_dict())
-    state = {"version": _VERSION, "method": callback.method_name, "task": dict(callback.task),
+    state = {"version": _VERSION, "method": callback.method_name, "step": int(step),
+             "task": dict(callback.task),
              "engine": engine.state_dict(), "traces": callback.traces.state_dict(),
              "memory": callback.memory.state_dict(),
              "timing": dict(callback.timing), "counters": dict(callback.counters),
@@ -90,10 +92,19 @@ def write_state(callback, checkpoint: Path) -> Path:
 def read_state(checkpoint: Path) -> dict:
     """Read ``checkpoint/aimmerging``; TrainingError naming the folder when absent or unreadable."""
     folder = Path(checkpoint) / STATE_FOLDER
+    if Path(checkpoint).is_file():
+        raise TrainingError(f"{checkpoint}: a file, not a Trainer checkpoint folder "
+                            f"(checkpoint-N); a file that AIMMergingCallback.save() wrote goes "
+                            f"to load()")
     if not (folder / "state.json").is_file():
-        raise TrainingError(f"{folder}: no AIMMergingCallback state (was the checkpoint saved with "
-                            f"the callback? For a checkpoint elsewhere call "
-                            f"callback.resume_from(FOLDER) before train())")
+        earlier = _checkpoints_with_state(Path(checkpoint).parent)
+        hint = (f"; the newest checkpoint of {Path(checkpoint).parent} with the callback's "
+                f"state is {earlier[-1].name}: resume from it (train(resume_from_checkpoint=...)) "
+                f"or delete {Path(checkpoint).name}" if earlier else
+                "; for a checkpoint elsewhere call callback.resume_from(FOLDER) before train()")
+        raise TrainingError(f"{folder}: no AIMMergingCallback state (the checkpoint was saved "
+                            f"without the callback, or the process stopped while it was being "
+                            f"saved: the Trainer writes its part first){hint}")
     try:
         state = decode_floats(json.loads((folder / "state.json").read_text(encoding="utf-8")))
         tensors = load_file(str(folder / "tensors.safetensors"))
@@ -103,6 +114,15 @@ def read_state(checkpoint: Path) -> dict:
     if state.get("version") != _VERSION:
         raise TrainingError(f"{folder}: unsupported state version {state.get('version')!r}")
     return {"folder": folder, "state": state, "tensors": tensors}
+
+
+def _checkpoints_with_state(folder: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``folder`` that hold the callback's state, by N."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("checkpoint-*") if p.name[len("checkpoint-"):].isdigit()
+             and (p / STATE_FOLDER / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len("checkpoint-"):]))
 
 
 def restore_memory(callback, data: dict) -> None:
@@ -173,10 +193,15 @@ def write_progress(callback, path: Path) -> Path:
     """Write the finished tasks' state of ``callback`` (the replay memory, the traces, the task
     count, timings and counters) to the JSON file ``path``, atomically; returns ``path``."""
     state = {"version": _VERSION, "kind": PROGRESS_KIND, "method": callback.method_name,
-             "task": dict(callback.task), "memory": callback.memory.state_dict(),
-             "traces": callback.traces.state_dict(), "timing": dict(callback.timing),
-             "counters": dict(callback.counters)}
+             "settings": callback.saved_settings(), "task": dict(callback.task),
+             "memory": callback.memory.state_dict(), "traces": callback.traces.state_dict(),
+             "timing": dict(callback.timing), "counters": dict(callback.counters)}
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()                  # the file it names is the one written
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"AIMMergingCallback.save: {path} is not a plain file (a folder or a "
+                          f"device); give a file path such as {path / 'tasks.json'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, encode_floats(state))
     return path
@@ -195,6 +220,10 @@ def read_progress(callback, path: Path) -> None:
     except (OSError, ValueError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise TrainingError(f"{path}: not a readable AIMMergingCallback state ({msg})") from None
+    if isinstance(state, dict) and "engine" in state and "kind" not in state:
+        raise TrainingError(f"{path}: the callback's state in a Trainer checkpoint; resume it "
+                            f"with train(resume_from_checkpoint=...) (and resume_from() for a "
+                            f"checkpoint outside args.output_dir)")
     if not isinstance(state, dict) or state.get("kind") != PROGRESS_KIND:
         raise TrainingError(f"{path}: not a file that AIMMergingCallback.save() wrote")
     if state.get("version") != _VERSION:
@@ -202,13 +231,26 @@ def read_progress(callback, path: Path) -> None:
     if state.get("method") != callback.method_name:
         raise TrainingError(f"{path}: saved with method {state.get('method')!r}, not "
                             f"{callback.method_name!r}")
-    restore_memory(callback, {"state": state, "folder": path})
-    try:
-        callback.traces.load_state_dict(state["traces"])
-        for name in ("timing", "counters"):
-            getattr(callback, name).clear()
-            getattr(callback, name).update(state[name])
-        callback.task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
-    except (KeyError, ValueError, TypeError) as exc:
+    mine = callback.saved_settings()
+    theirs = state.get("settings")
+    if isinstance(theirs, dict) and theirs != mine:
+        keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise TrainingError(f"{path}: saved by a callback with other settings: "
+                            + ", ".join(f"{k}={theirs.get(k)!r} there, {mine.get(k)!r} here"
+                                        for k in keys))
+    from .memory import memory_from_state
+    from .traces import Traces
+
+    try:                    # everything read first, so that a bad file changes nothing
+        memory = memory_from_state(state["memory"])
+        traces = Traces()
+        traces.load_state_dict(state["traces"])
+        timing, counters = dict(state["timing"]), dict(state["counters"])
+        task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
+    except Exception as exc:   # any malformed part of a JSON file: KeyError, TypeError, ...
         msg = " ".join(str(exc).split()) or type(exc).__name__
         raise TrainingError(f"{path}: the state does not fit this callback ({msg})") from None
+    callback.memory, callback.traces, callback.task = memory, traces, task
+    for name, values in (("timing", timing), ("counters", counters)):
+        getattr(callback, name).clear()
+        getattr(callback, name).update(values)

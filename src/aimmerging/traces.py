@@ -77,5 +77,19 @@ class Traces:
         return {"signals": self.signals, "merges": self.merges}
 
     def load_state_dict(self, state: dict) -> None:
+        """Replace the rows with those of a :meth:`state_dict`.
+
+        Raises:
+            ValueError: ``state`` is not a mapping of row lists.
+        """
+        if not isinstance(state, dict) or not all(
+                isinstance(state.get(k, []), list) and all(isinstance(r, dict) for r in state.get(k, []))
+                for k in ("signals", "merges")):
+            raise ValueError("traces: expected {'signals': [rows], 'merges': [rows]}")
         self.signals = list(state.get("signals", []))
         self.merges = list(state.get("merges", []))
+
+    def drop_stage(self, stage: int) -> None:
+        """Forget the rows of ``stage`` (1-based): a task that starts over."""
+        self.signals = [r for r in self.signals if r.get("stage") != stage]
+        self.merges = [r for r in self.merges if r.get("stage") != stage]
