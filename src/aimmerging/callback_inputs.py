@@ -12,7 +12,7 @@ import torch
 
 from .batching import IGNORE_INDEX
 from .data.formats import Example
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .memory import ReplayMemory, TokenizedMemory
 
 #: the replay-memory task of the examples given as ``memory=``
@@ -185,7 +185,7 @@ def check_memory_batch(collate, item: Any, where: str, shifted: bool = True) -> 
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except Exception as exc:   # the user's collator: any of its errors
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise ConfigError(f"{where}: a replay memory example does not go through the data "
                           f"collator that batches the memory ({msg}); give examples in the form "
                           f"the Trainer trains on, or collate=") from None

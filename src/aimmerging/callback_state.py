@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import decode_floats, encode_floats
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, TrainingError, one_line
 from .io import atomic_write_json, temporary_folder
 
 STATE_FOLDER = "aimmerging"
@@ -109,7 +109,7 @@ def read_state(checkpoint: Path) -> dict:
         state = decode_floats(json.loads((folder / "state.json").read_text(encoding="utf-8")))
         tensors = load_file(str(folder / "tensors.safetensors"))
     except Exception as exc:   # JSON, OS and safetensors' own errors
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{folder}: unreadable AIMMergingCallback state ({msg})") from None
     if state.get("version") != _VERSION:
         raise TrainingError(f"{folder}: unsupported state version {state.get('version')!r}")
@@ -142,7 +142,7 @@ def restore_memory(callback, data: dict) -> None:
         else:
             callback.memory = memory_from_state(saved)
     except (KeyError, ValueError, TypeError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{data['folder']}: the checkpoint does not fit this callback "
                             f"({msg})") from None
 
@@ -165,7 +165,7 @@ def restore(callback, data: dict, device) -> None:
             getattr(callback, name).update(state[name])
         callback.task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{folder}: the checkpoint does not fit this callback ({msg})") from None
     engine.task = (callback.task["index"], callback.task["name"])
 
@@ -218,7 +218,7 @@ def read_progress(callback, path: Path) -> None:
     try:
         state = decode_floats(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{path}: not a readable AIMMergingCallback state ({msg})") from None
     if isinstance(state, dict) and "engine" in state and "kind" not in state:
         raise TrainingError(f"{path}: the callback's state in a Trainer checkpoint; resume it "
@@ -248,7 +248,7 @@ def read_progress(callback, path: Path) -> None:
         timing, counters = dict(state["timing"]), dict(state["counters"])
         task = {"index": int(state["task"]["index"]), "name": state["task"]["name"]}
     except Exception as exc:   # any malformed part of a JSON file: KeyError, TypeError, ...
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{path}: the state does not fit this callback ({msg})") from None
     callback.memory, callback.traces, callback.task = memory, traces, task
     for name, values in (("timing", timing), ("counters", counters)):

@@ -31,7 +31,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import TrainingError
+from .errors import TrainingError, one_line
 from .io import atomic_write_json, temporary_folder
 
 CHECKPOINT = "checkpoint"
@@ -282,6 +282,6 @@ def load_checkpoint(folder: Path, optimizer_names: tuple[str, ...]) -> dict:
         msg = " ".join(str(exc).split())
         raise TrainingError(f"{folder}: unreadable checkpoint ({msg})") from None
     except Exception as exc:   # safetensors' own error types, unpickling refusals
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+        msg = one_line(exc)
         raise TrainingError(f"{folder}: unreadable checkpoint ({msg})") from None
     return out

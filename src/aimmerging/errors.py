@@ -45,3 +45,9 @@ def shown_names(names) -> str:
     """The first five of ``names`` for an error message, then how many more there are."""
     names = list(names)
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (whitespace runs as single spaces), or its type's name
+    when it has none: the cause quoted inside one of this package's error messages."""
+    return " ".join(str(exc).split()) or type(exc).__name__

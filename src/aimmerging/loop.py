@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from .batching import Encoder
 from .config import RunConfig, flat_config
 from .engine import MemoryPasses, seed_key
-from .errors import TrainingError
+from .errors import TrainingError, one_line
 from .fusion import copy_into_, snapshot
 from .losses import IGNORE_INDEX, batch_loss
 from .memory import ReplayMemory
@@ -388,7 +388,7 @@ class ContinualTrainer:
             ckpt.restore_python_rng(state.get("rng"))
             self._saved_schedule = state.get("scheduler")
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            msg = " ".join(str(exc).split()) or type(exc).__name__
+            msg = one_line(exc)
             raise TrainingError(f"{found}: checkpoint does not fit this run ({msg})") from None
         stage, step = self.position["stage"], self.position["step"]
         log.info("resumed from %s%s", found, ": the run had finished, nothing is left to train"
