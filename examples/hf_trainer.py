@@ -6,7 +6,7 @@ task (its replay memory is empty), and in the second it measures the history los
 every optimizer step, merges when the controller says so, and writes ``merge_trace.csv``
 and ``signals.csv`` to ``--output``::
 
-    python examples/hf_trainer.py --model tiny-llama --output runs/hf_tiny --threads 1   # about a minute
+    python examples/hf_trainer.py --model tiny-llama --output runs/hf_tiny --threads 1   # 15 s of CPU time
     python examples/hf_trainer.py --model smollm2-135m --output runs/hf_smollm2
 
 Each task's test accuracy is printed after it (tiny-llama is a random model: expect 0).

@@ -190,7 +190,8 @@ def test_unreadable_config_file(content, needle, tmp_path):
     (["run", "c.yaml", "--threads", "0"], ["aimmerging run:", "--threads", "aimmerging run --help"]),
     (["run", "c.yaml", "--resume", "--overwrite"], ["not allowed with argument --resume"]),
     (["bogus"], ["invalid choice: 'bogus'", "aimmerging --help"]),
-    (["compare", "c.yaml"], ["aimmerging compare:", "required: --methods"]),
+    (["compare", "c.yaml", "--seeds", "42", "--bootstrap", "0"],
+     ["aimmerging compare:", "--bootstrap", "'0' is not a whole number >= 1"]),
 ])
 def test_command_line_mistakes_are_one_line(args, needles, tmp_path):
     proc = aimmerging(*args)

@@ -229,3 +229,17 @@ def test_without_output_the_runs_go_to_a_folder_named_after_the_config(tmp_path:
     assert main(["compare", str(CONFIG), "--methods", "replay", "--seeds", "42,43"]) == 0
     assert seen["outputs"] == [str(Path("runs") / "smoke_compare"), str(Path("runs") / "smoke_seeds")]
     assert "comparison folder: runs/smoke_compare (--output DIR chooses another)" in capsys.readouterr().out
+    # without --methods: the study's main methods, said on the terminal, with or without --seeds
+    seen.clear()
+    monkeypatch.setattr(compare, "compare_runs", lambda config, methods, *rest, **kw:
+                        seen.setdefault("methods", []).append(methods) or fake(config, methods, *rest))
+    monkeypatch.setattr(multiseed, "compare_seeds", lambda config, methods, seeds, overrides,
+                        output, **kw: seen.setdefault("methods", []).append(methods)
+                        or fake(config, methods, output))
+    capsys.readouterr()
+    assert main(["compare", str(CONFIG)]) == 0
+    assert main(["compare", str(CONFIG), "--seeds", "42,43"]) == 0
+    assert seen["methods"] == [",".join(compare.DEFAULT_METHODS)] * 2
+    assert "replay" in compare.DEFAULT_METHODS and "aimmerging" in compare.DEFAULT_METHODS
+    assert f"methods: {','.join(compare.DEFAULT_METHODS)} (--methods m1,m2 chooses others)" \
+        in capsys.readouterr().out

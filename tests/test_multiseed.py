@@ -69,7 +69,7 @@ def test_identical_runs_give_exactly_zero() -> None:
     run = _scores([[1, 0, 1, 1, 0], [0.25, 0.5, 1, 0]], [[1, 1, 1, 0, 0], [0.5, 0.5, 1, 1]],
                   tasks=("a", "b"))
     out = paired_bootstrap([(run, run), (run, run)], draws=300)
-    assert out == {"OP": (0.0, 0.0), "BWT": (0.0, 0.0)}
+    assert out == {"OP": (0.0, 0.0), "BWT": (0.0, 0.0), "LA": (0.0, 0.0)}
 
 
 def test_better_on_every_example_gives_an_interval_above_zero() -> None:
@@ -109,6 +109,34 @@ def test_bwt_difference_uses_final_minus_diagonal_of_tasks_before_the_last() -> 
     assert paired_bootstrap([(no_diag, ref)], draws=10)["BWT"] is None
 
 
+def test_la_difference_uses_every_diagonal_and_leaves_op_and_bwt_as_they_were() -> None:
+    # the method's diagonal is 1 higher on every example of task a and equal on task b: LA is
+    # +50 points exactly (the mean over the 2 tasks); with no diagonal at all LA is None
+    ref = _scores([[0, 1, 0], [1, 0, 1]], [[0, 0, 0], [1, 1, 1]], tasks=("a", "b"))
+    method = _scores([[1, 1, 0], [0, 0, 1]], [[1, 1, 1], [1, 1, 1]], tasks=("a", "b"))
+    out = paired_bootstrap([(method, ref)], draws=300, seed=3)
+    assert out["LA"] == (50.0, 50.0)
+    assert paired_bootstrap([(method, method)], draws=50)["LA"] == (0.0, 0.0)
+    # LA draws no random numbers of its own: OP and BWT are those of a bootstrap without LA
+    no_diag = _scores([[1, 1, 0], [0, 0, 1]], tasks=("a", "b"))
+    no_diag_ref = _scores([[0, 1, 0], [1, 0, 1]], tasks=("a", "b"))
+    without = paired_bootstrap([(no_diag, no_diag_ref)], draws=300, seed=3)
+    assert without["LA"] is None and without["OP"] == out["OP"]
+
+
+def test_learning_accuracy_is_the_mean_of_the_diagonal() -> None:
+    from aimmerging.metrics import compute_metrics, learning_accuracy
+
+    matrix = [[80.0, 70.0, 60.0], [None, 50.0, 40.0], [None, None, 90.0]]
+    assert learning_accuracy(matrix) == pytest.approx((80 + 50 + 90) / 3)
+    got = compute_metrics(matrix)
+    assert got["op"] == pytest.approx(learning_accuracy(matrix) + got["bwt"] * 2 / 3)
+    assert learning_accuracy([[None, 70.0], [None, 40.0]]) is None       # mtl: no diagonal
+    assert learning_accuracy(None) is None
+    with pytest.raises(ValueError, match=r"a\[1\]\[1\]"):
+        learning_accuracy([[1.0, 2.0], [None, float("nan")]])
+
+
 def test_the_bootstrap_is_reproducible_and_refuses_other_examples() -> None:
     a = _scores([[1, 0, 1, 0, 1, 1]])
     b = _scores([[0, 0, 1, 1, 0, 1]])
@@ -116,7 +144,7 @@ def test_the_bootstrap_is_reproducible_and_refuses_other_examples() -> None:
     other = ExampleScores(["t"], [["x", "1", "2", "3", "4", "5"]], b.final, b.diag)
     with pytest.raises(ValueError, match="task t was evaluated on other test examples"):
         paired_bootstrap([(a, other)])
-    assert paired_bootstrap([]) == {"OP": None, "BWT": None}
+    assert paired_bootstrap([]) == {"OP": None, "BWT": None, "LA": None}
 
 
 # --- run folders -------------------------------------------------------------------------------
@@ -200,7 +228,14 @@ def test_tabulate_gives_means_intervals_and_fusion_counts(tmp_path: Path) -> Non
     assert "Every run of every method at every seed is present" in md
     assert "| seq_lora | 2 |" in md and "no measurable difference" in md
     assert "| aimmerging | 2 | 100.00 ± 0.00 |" in md and "| **+" in md
-    assert "| aimmerging | 1 | 100.00 | 32.50 | 0.00 | 1 | 1 | 2 | 1 | 5 | 12 | 3 | 12 | 11.0 |" in md
+    assert "| aimmerging | 1 | 100.00 | 32.50 | 0.00 | 100.00 | 1 | 1 | 2 | 1 | 5 | 12 | 3 | 12 | 11.0 |" in md
+    # LA: aimmerging's diagonal is 100 on both tasks, replay's 75 (a) and 200/3 (b); seq_lora
+    # learned each task exactly as replay did: a difference of exactly 0
+    assert float(aim["LA_mean"]) == 100.0 and float(a42["LA"]) == 100.0
+    assert float(aim["LA_diff"]) == pytest.approx(100 - (75 + 200 / 3) / 2, abs=1e-4)
+    assert 0 < float(aim["LA_diff_low"]) <= float(aim["LA_diff_high"])
+    assert (float(seq["LA_diff_low"]), float(seq["LA_diff_high"])) == (0.0, 0.0)
+    assert f"LA − replay [95% interval]" in md
     assert (root / "comparison.png").stat().st_size > 1000
     assert json.loads((root / "comparison.json").read_text())["rows"] == summary["rows"]
 

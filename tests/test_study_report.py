@@ -61,6 +61,37 @@ def test_no_claim_from_fewer_than_three_seeds():
     assert "**+1.5 [+0.2, +2.8]**" in claimed
 
 
+def test_la_and_bwt_say_why_over_enough_seeds():
+    lower_la = _row("aimmerging", -1.7, -3.8, 0.5)
+    lower_la.update(LA_mean=60.8, LA_std=0.8, LA_diff=-2.0, LA_diff_low=-3.2, LA_diff_high=-0.8,
+                    BWT_diff=3.0, BWT_diff_low=1.0, BWT_diff_high=5.0)
+    ref = _row("replay")
+    ref.update(LA_mean=62.8, LA_std=0.8)
+    text = study_report.readme_summary(_data([ref, lower_la]))
+    assert ("- `aimmerging` against `replay` (3 paired seeds): LA **-2.0 [-3.2, -0.8]**: learns "
+            "each new task less well; BWT **+3.0 [+1.0, +5.0]**: keeps more of the earlier "
+            "tasks; OP -1.7 [-3.8, +0.5]: no measurable difference overall.") in text
+    details = study_report.results_details(_data([ref, lower_la]))
+    assert "| `aimmerging` | 3 | 60.8 ± 0.8 | **-2.0 [-3.2, -0.8]** |" in details
+    assert "- LA: below `replay`: `aimmerging`." in details
+    # over two paired seeds the same intervals explain nothing yet
+    for r in (ref, lower_la):
+        r["paired_seeds"] = 2
+    assert "against `replay`" not in study_report.readme_summary(_data([ref, lower_la]))
+
+
+def test_the_readme_counts_the_fusion_cases_per_run():
+    data = _data([_row("replay"), _row("aimmerging")])
+    run = {"method": "aimmerging", "merges": 12, "no_op": 2, "tie": 9, "discard": 0, "mixed": 1,
+           "rehearsal_steps_run": 80, "main_steps": 300}
+    data["runs"] = [dict(run, seed=42), dict(run, seed=43, no_op=1, tie=10),
+                    {"method": "replay", "seed": 42, "merges": 0, "no_op": 0, "tie": 0,
+                     "discard": 0, "mixed": 0, "rehearsal_steps_run": 0, "main_steps": 348}]
+    text = study_report.readme_summary(data)
+    assert ("Fusion cases, mean per run (docs/results.md explains them): `aimmerging` 12.0 merges "
+            "(1.5 no-op, 9.5 tie, 0.0 discard, 1.0 mixed).") in text
+
+
 def test_missing_runs_are_named():
     text = study_report.readme_summary(_data(
         [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},

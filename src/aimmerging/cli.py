@@ -4,7 +4,7 @@
 
     aimmerging run CONFIG [--set key=value ...] [--data DIR] [--output DIR] [--resume | --overwrite] [--threads N]
     aimmerging demo [--output DIR] [--model NAME] [--threads N]
-    aimmerging compare CONFIG --methods m1,m2 [--set ...] [--data DIR] --output DIR [--threads N]
+    aimmerging compare CONFIG [--methods m1,m2] [--set ...] [--data DIR] [--output DIR] [--threads N]
     aimmerging plot RUN_DIR [--baseline RUN_DIR]
     aimmerging export RUN_DIR [--stage N] --output DIR
     aimmerging bench [--quick] [--output DIR]

@@ -2,7 +2,10 @@
 
 ::
 
-    aimmerging compare CONFIG --methods m1,m2,... [--set key=value ...] --output DIR [--no-fwt]
+    aimmerging compare CONFIG [--methods m1,m2,...] [--set key=value ...] [--output DIR] [--no-fwt]
+
+Without ``--methods`` it runs :data:`DEFAULT_METHODS`; without ``--output`` it writes to
+``runs/<config>_compare``.
 
 (with ``--seeds 42,43,44``, ``--from`` or ``--collect``: :mod:`aimmerging.multiseed`)
 
@@ -49,6 +52,10 @@ DISPLAY_ORDER = ("seq_lora", "inc_lora", "replay", "ewc", "moe_lora", "o_lora", 
                  "aimmerging_no_ls", "aimmerging_no_fs", "aimmerging_mgm", "aimmerging_ifm",
                  "aimmerging_reference", "mtl", "single_task")
 SINGLE = "single_task"
+#: what ``compare`` runs without ``--methods``: the study's main methods (docs/results.md),
+#: the baselines AIMMerging is built from first, with ``replay``, the default reference
+DEFAULT_METHODS = ("seq_lora", "replay", "fixed_interval", "recurrent_kif", "aimmerging",
+                   "aimmerging_reference")
 
 __all__ = ["compare_runs", "collect_table", "table_row", "write_comparison", "markdown_table",
            "matrix_markdown", "COLUMNS", "add_parser"]
@@ -279,15 +286,15 @@ def collect_table(directory, methods: Optional[Sequence[str]] = None) -> list[di
 
 # --- command line ------------------------------------------------------------------------
 def cmd_compare(args) -> int:
-    from .multiseed import cmd_multiseed, default_output, require
+    from .multiseed import cmd_multiseed, default_methods, default_output
 
     apply_threads(args)
     if args.seeds is not None or args.from_dir is not None:
         return cmd_multiseed(args)
     if args.reference or args.bootstrap or args.collect:
         raise ConfigError("--reference, --bootstrap and --collect apply with --seeds or --from")
-    require(args, "--methods")
     args.config, args.overrides = split_config_argument(args.config, args.overrides)
+    default_methods(args)
     default_output(args, seeds=False)
     rows = compare_runs(args.config, args.methods, args.overrides, args.output,
                         fwt=not args.no_fwt, progress=not args.quiet, data=args.data)
@@ -301,7 +308,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="run several methods on one config and tabulate them")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
     p.add_argument("--methods",
-                   help=f"comma-separated method names ({', '.join(METHOD_NAMES)})")
+                   help=f"comma-separated method names ({', '.join(METHOD_NAMES)}; "
+                        f"default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                    metavar="KEY=VALUE",
                    help="override config values for every method, e.g. --set train.epochs=1 "

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from aimmerging.io import atomic_write_json, atomic_write_text
 
-__all__ = ["AccuracyMatrix", "compute_metrics", "save_metrics"]
+__all__ = ["AccuracyMatrix", "compute_metrics", "learning_accuracy", "save_metrics"]
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -182,6 +182,20 @@ def compute_metrics(
         "forgetting": forgetting,
         "mean_forgetting": _mean(known) if known else None,
     }
+
+
+def learning_accuracy(matrix: Matrix | AccuracyMatrix | None) -> float | None:
+    """LA, the learning accuracy (Riemer et al., 2019): the mean over the K tasks of a[i][i],
+    each task's score right after its own training (percent). It measures plasticity, as BWT
+    measures retention: OP = LA + BWT x (K - 1) / K. None when the matrix is missing or a
+    diagonal cell is (mtl, which scores the tasks only at the end)."""
+    if matrix is None:
+        return None
+    rows = matrix.to_list() if isinstance(matrix, AccuracyMatrix) else [list(r) for r in matrix]
+    diag = [r[i] if i < len(r) else None for i, r in enumerate(rows)]
+    if not diag or any(v is None for v in diag):
+        return None
+    return _mean([_check_value(v, f"a[{i}][{i}]") for i, v in enumerate(diag)])
 
 
 def save_metrics(directory: str | os.PathLike[str], metrics: dict[str, Any]) -> Path:

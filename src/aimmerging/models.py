@@ -125,7 +125,7 @@ def _build_smollm2(folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _smollm2_gguf_folder()
-    log.info("converting %s to safetensors in %s (once, about 30 s)", SMOLLM2_GGUF, folder)
+    log.info("converting %s to safetensors in %s (once, under a minute)", SMOLLM2_GGUF, folder)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model.hf_quantizer = None   # save_pretrained refuses a GGUF-loaded model otherwise

@@ -3,7 +3,7 @@ copy of a study's small files for the repository.
 
 ::
 
-    aimmerging compare CONFIG --methods m1,m2 --seeds 42,43,44 [--reference replay]
+    aimmerging compare CONFIG [--methods m1,m2] --seeds 42,43,44 [--reference replay]
                        [--bootstrap N] [--set ...] --output DIR [--no-fwt]
     aimmerging compare --from DIR [--methods ...] [--seeds ...] [--reference replay] [--output OUT]
     aimmerging compare --from DIR --collect DEST [--methods ...] [--seeds ...]
@@ -307,11 +307,14 @@ def add_seed_args(p: argparse.ArgumentParser) -> None:
                         + ", ".join(COLLECTED) + ") into DEST/<method>/seed<S>/ and tabulate DEST")
 
 
-def require(args, *flags: str) -> None:
-    """argparse's one-line error (exit 2) for the ``flags`` (``--methods``) that ``args`` lacks."""
-    missing = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_")) is None]
-    if missing:
-        args.parser.error(f"the following arguments are required: {', '.join(missing)}")
+def default_methods(args) -> None:
+    """Set ``args.methods`` when ``--methods`` is not given: :data:`aimmerging.compare.DEFAULT_METHODS`,
+    printed so that the user knows what runs."""
+    from .compare import DEFAULT_METHODS
+
+    if args.methods is None:
+        args.methods = ",".join(DEFAULT_METHODS)
+        print(f"methods: {args.methods} (--methods m1,m2 chooses others)")
 
 
 def default_output(args, seeds: bool) -> None:
@@ -352,8 +355,8 @@ def cmd_multiseed(args) -> int:
     else:
         if args.collect is not None:
             raise ConfigError("--collect copies the runs of --from DIR; give --from")
-        require(args, "--methods")
         args.config, args.overrides = split_config_argument(args.config, args.overrides)
+        default_methods(args)
         default_output(args, seeds=True)
         compare_seeds(args.config, args.methods, args.seeds, args.overrides, args.output,
                       fwt=not args.no_fwt, reference=args.reference, draws=draws,

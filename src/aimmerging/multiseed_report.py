@@ -1,10 +1,11 @@
 """The tables of a comparison over seeds, from its run folders ``DIR/<method>/seed<S>/``.
 
 - ``comparison.csv``: one row per method (:data:`METHOD_COLUMNS`): the mean and sample
-  standard deviation over its finished seeds of OP, FWT and BWT (percentage points), and
-  its OP and BWT difference from the reference method with a 95% interval
+  standard deviation over its finished seeds of OP, FWT, BWT and LA (learning accuracy,
+  :func:`aimmerging.metrics.learning_accuracy`; percentage points), and its OP, BWT and LA
+  difference from the reference method with a 95% interval
   (:func:`aimmerging.stats.paired_bootstrap`, over the seeds where both finished);
-- ``comparison_runs.csv``: one row per finished run (:data:`RUN_COLUMNS`): its OP/FWT/BWT,
+- ``comparison_runs.csv``: one row per finished run (:data:`RUN_COLUMNS`): its OP/FWT/BWT/LA,
   the fusion-case counts of its ``merge_trace.csv`` (:func:`aimmerging.stats.fusion_case`),
   merges, rehearsal steps run and skipped (summed over its merges), main optimizer steps and
   training time (:func:`aimmerging.compare.table_row`);
@@ -25,6 +26,7 @@ from .compare import SINGLE, _fwt_from, _read_json, table_row
 from .compare_report import rows_csv
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .metrics import learning_accuracy
 from .results import EXAMPLE_SCORES, read_example_scores
 from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, CLAIM_SEEDS, FUSION_CASES, ExampleScores,
                     excludes_zero, fusion_counts, mean_std, paired_bootstrap)
@@ -35,11 +37,14 @@ __all__ = ["METHOD_COLUMNS", "RUN_COLUMNS", "run_record", "example_scores_of", "
 
 #: fusion-case columns of the run table, in :data:`aimmerging.stats.FUSION_CASES`'s order
 CASE_COLUMNS = tuple(c.replace("-", "_") for c in FUSION_CASES)
-RUN_COLUMNS = ("method", "seed", "OP", "FWT", "BWT") + CASE_COLUMNS + (
+RUN_COLUMNS = ("method", "seed", "OP", "FWT", "BWT", "LA") + CASE_COLUMNS + (
     "merges", "rehearsal_steps_run", "rehearsal_steps_skipped", "main_steps", "train_seconds")
 METHOD_COLUMNS = ("method", "seeds", "OP_mean", "OP_std", "FWT_mean", "FWT_std", "BWT_mean",
-                  "BWT_std", "OP_diff", "OP_diff_low", "OP_diff_high", "BWT_diff", "BWT_diff_low",
-                  "BWT_diff_high", "paired_seeds", "train_seconds_mean")
+                  "BWT_std", "LA_mean", "LA_std", "OP_diff", "OP_diff_low", "OP_diff_high",
+                  "BWT_diff", "BWT_diff_low", "BWT_diff_high", "LA_diff", "LA_diff_low",
+                  "LA_diff_high", "paired_seeds", "train_seconds_mean")
+#: the metrics of the tables (FWT has no difference: it needs single_task, not a reference)
+METRICS = ("OP", "FWT", "BWT", "LA")
 LEVEL = 0.95
 
 
@@ -48,7 +53,8 @@ def _r(v) -> Optional[float]:
 
 
 def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
-    """One row of ``comparison_runs.csv`` from a finished run folder (raw, unrounded OP/FWT/BWT).
+    """One row of ``comparison_runs.csv`` from a finished run folder (raw, unrounded
+    OP/FWT/BWT/LA; LA from metrics.json's ``accuracy_matrix``).
 
     Rehearsal steps are summed over ``merge_trace.csv``'s rows: ``rehearsal_steps`` where
     ``rehearsal_skipped`` is 0 (run) or 1 (skipped, SPEC.md's idle rehearsal). ``main_steps``
@@ -80,10 +86,18 @@ def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
         raise ConfigError(f"{trace}, {exc}") from None
     counters = m.get("counters") or {}
     return {"method": method, "seed": seed, "OP": m.get("op"), "FWT": _fwt_from(m, a0),
-            "BWT": m.get("bwt"), **dict(zip(CASE_COLUMNS, counts.values())), "merges": len(rows),
+            "BWT": m.get("bwt"), "LA": _learning_accuracy(m, run_dir),
+            **dict(zip(CASE_COLUMNS, counts.values())), "merges": len(rows),
             "rehearsal_steps_run": run, "rehearsal_steps_skipped": skipped,
             "main_steps": counters.get("train_steps"),
             "train_seconds": table_row(run_dir, a0)["train_seconds"]}
+
+
+def _learning_accuracy(metrics: dict, run_dir: Path) -> Optional[float]:
+    try:
+        return learning_accuracy(metrics.get("accuracy_matrix"))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{run_dir / 'metrics.json'}: accuracy_matrix: {exc}") from None
 
 
 def example_scores_of(run_dir) -> Optional[ExampleScores]:
@@ -135,7 +149,7 @@ def summarize(runs: dict, methods: Sequence[str], seeds: Sequence[int], referenc
     for m in methods:
         recs = records[m]
         row: dict = {"method": m, "seeds": len(recs)}
-        for col in ("OP", "FWT", "BWT"):
+        for col in METRICS:
             mean, std = mean_std(r[col] for r in recs.values())
             row[f"{col}_mean"], row[f"{col}_std"] = _r(mean), _r(std)
         row["train_seconds_mean"] = _r(mean_std(r["train_seconds"] for r in recs.values())[0])
@@ -147,7 +161,7 @@ def summarize(runs: dict, methods: Sequence[str], seeds: Sequence[int], referenc
     return {"seeds": list(seeds), "methods": list(methods), "reference": reference,
             "tasks": tasks, "bootstrap": {"draws": draws, "seed": BOOTSTRAP_SEED, "level": LEVEL},
             "single_task_scores": {str(s): v for s, v in a0s.items()}, "rows": rows,
-            "runs": [{k: (_r(v) if k in ("OP", "FWT", "BWT") else v) for k, v in r.items()}
+            "runs": [{k: (_r(v) if k in METRICS else v) for k, v in r.items()}
                      for m in methods for r in records[m].values()],
             "missing": missing}
 
@@ -169,7 +183,7 @@ def _difference(m: str, ref: str, records: dict, scores: dict, runs: dict, draws
             text = (f"{Path(runs[m][s]) / EXAMPLE_SCORES} and {Path(runs[ref][s]) / EXAMPLE_SCORES}"
                     f": {text.split(':', 1)[1].strip()}")
         raise ConfigError(text) from None
-    for col in ("OP", "BWT"):
+    for col in ("OP", "BWT", "LA"):
         pairs = [(records[m][s][col], records[ref][s][col]) for s in paired]
         if interval[col] is None or any(a is None or b is None for a, b in pairs):
             continue
@@ -234,20 +248,23 @@ def markdown_report(data: dict, figure: bool = True) -> str:
         lines += [f"- {x['method']} seed {x['seed']}: {x['why']}" for x in missing] + [""]
     else:
         lines += ["Every run of every method at every seed is present.", ""]
-    lines += [f"| Method | Seeds | OP ↑ | FWT ↑ | BWT ↑ | OP − {ref} [95% interval] | "
-              f"BWT − {ref} [95% interval] | Training time (s) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| Method | Seeds | OP ↑ | FWT ↑ | BWT ↑ | LA ↑ | OP − {ref} [95% interval] | "
+              f"BWT − {ref} [95% interval] | LA − {ref} [95% interval] | Training time (s) |",
+              "|---|---:|" + "---:|" * 8]
     n_seeds = len(data.get("seeds") or [])
     for r in data["rows"]:
         is_ref = r["method"] == ref
         t = r.get("train_seconds_mean")
         lines.append(f"| {r['method']} | {r['seeds']} | {_pm(r['OP_mean'], r['OP_std'])} | "
                      f"{_pm(r['FWT_mean'], r['FWT_std'])} | {_pm(r['BWT_mean'], r['BWT_std'])} | "
-                     f"{'(reference)' if is_ref else _diff_cell(r, 'OP', n_seeds)} | "
-                     f"{'(reference)' if is_ref else _diff_cell(r, 'BWT', n_seeds)} | "
+                     f"{_pm(r['LA_mean'], r['LA_std'])} | "
+                     + "".join(f"{'(reference)' if is_ref else _diff_cell(r, c, n_seeds)} | "
+                               for c in ("OP", "BWT", "LA")) +
                      f"{'-' if t is None else f'{t:.1f}'} |")
-    lines += ["", "OP, FWT and BWT (docs/algorithm.md, \"Metrics\"; percentage points) are the mean ± the "
-              "sample standard deviation over the seeds present; FWT of seed S uses the "
+    lines += ["", "OP, FWT and BWT (docs/algorithm.md, \"Metrics\"; percentage points) and LA, the "
+              "learning accuracy (the mean over tasks of each task's score right after its own "
+              "training: plasticity, where BWT is retention; OP = LA + BWT (K - 1) / K), are the "
+              "mean ± the sample standard deviation over the seeds present; FWT of seed S uses the "
               "`single_task` run of seed S as a0. A difference is the method minus the reference, "
               "averaged over the seeds where both finished, with its 95% interval from a paired "
               "hierarchical bootstrap: seeds drawn with replacement, then each task's test examples "
@@ -259,12 +276,12 @@ def markdown_report(data: dict, figure: bool = True) -> str:
               f"difference\".", ""]
     if figure:
         lines += ["![OP and BWT per method](comparison.png)", ""]
-    lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | No-op | Tie | Discard | Mixed | "
+    lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | LA | No-op | Tie | Discard | Mixed | "
               "Merges | Rehearsal steps run | Rehearsal steps skipped | Main steps | Training time (s) |",
-              "|---|---:|" + "---:|" * 12]
+              "|---|---:|" + "---:|" * 13]
     num = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
     for r in data["runs"]:
-        cells = [r["method"], r["seed"], num(r["OP"]), num(r["FWT"]), num(r["BWT"])]
+        cells = [r["method"], r["seed"], num(r["OP"]), num(r["FWT"]), num(r["BWT"]), num(r["LA"])]
         cells += [r[c] for c in CASE_COLUMNS] + [r["merges"], r["rehearsal_steps_run"],
                                                  r["rehearsal_steps_skipped"]]
         cells += ["-" if r["main_steps"] is None else r["main_steps"], f"{r['train_seconds']:.1f}"]

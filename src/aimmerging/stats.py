@@ -1,5 +1,5 @@
 """Statistics of a comparison over seeds: the fusion case of each merge, the mean and standard
-deviation over seeds, and a paired hierarchical bootstrap of the OP and BWT differences
+deviation over seeds, and a paired hierarchical bootstrap of the OP, BWT and LA differences
 between a method and a reference method (SPEC.md "Metrics", "Fusion cases").
 
 The bootstrap (:func:`paired_bootstrap`), for ``B`` draws:
@@ -10,8 +10,11 @@ The bootstrap (:func:`paired_bootstrap`), for ``B`` draws:
    which evaluated the same test sample at that seed; a seed drawn twice gets two draws;
 3. from the drawn examples compute, per drawn seed, OP = mean over tasks of the mean score
    after the last stage, and BWT = mean over the tasks i < K of the mean of (score after
-   the last stage - score right after training task i), for the method minus the reference;
-   the draw's difference is the mean over the drawn seeds (percentage points).
+   the last stage - score right after training task i), and LA (learning accuracy, Riemer et
+   al., 2019) = mean over all tasks of the mean score right after training the task itself,
+   for the method minus the reference; the draw's difference is the mean over the drawn
+   seeds (percentage points). LA uses the same drawn examples as OP and BWT, so it adds no
+   random numbers: OP's and BWT's intervals are the same with it or without it.
 
 The interval is the 2.5 and 97.5 percentiles of the ``B`` differences (numpy's linear
 interpolation). It covers the variation from the training seed (which also draws the
@@ -121,73 +124,83 @@ def _check_pair(m: ExampleScores, r: ExampleScores, where: str) -> None:
                              f"the reference's ({len(a)} and {len(b)} examples, other ids)")
 
 
-def _per_example(m: ExampleScores, r: ExampleScores) -> tuple[list, Optional[list]]:
-    """Per task, the method-minus-reference differences of each example for OP (final scores)
-    and for BWT (final - diagonal, tasks i < K; None when a diagonal is missing)."""
+def _per_example(m: ExampleScores, r: ExampleScores) -> tuple[list, Optional[list], Optional[list]]:
+    """Per task, the method-minus-reference differences of each example for OP (final scores),
+    for BWT (final - diagonal, tasks i < K; None when one of those diagonals is missing) and
+    for LA (diagonal, every task; None when a diagonal is missing)."""
     import numpy as np
 
-    op = [np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in zip(m.final, r.final)]
+    def arr(v):
+        return np.asarray(v, dtype=float)
+
+    op = [arr(a) - arr(b) for a, b in zip(m.final, r.final)]
     k = len(m.tasks)
-    if k < 2 or any(d is None for d in m.diag[:-1] + r.diag[:-1]):
-        return op, None
-    bwt = [(np.asarray(m.final[i], dtype=float) - np.asarray(m.diag[i], dtype=float))
-           - (np.asarray(r.final[i], dtype=float) - np.asarray(r.diag[i], dtype=float))
-           for i in range(k - 1)]
-    return op, bwt
+    bwt = None
+    if k >= 2 and all(d is not None for d in m.diag[:-1] + r.diag[:-1]):
+        bwt = [(arr(m.final[i]) - arr(m.diag[i])) - (arr(r.final[i]) - arr(r.diag[i]))
+               for i in range(k - 1)]
+    la = None
+    if all(d is not None for d in m.diag + r.diag):
+        la = [arr(a) - arr(b) for a, b in zip(m.diag, r.diag)]
+    return op, bwt, la
 
 
 def paired_bootstrap(pairs: Sequence[tuple[ExampleScores, ExampleScores]],
                      draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED,
                      level: float = 0.95) -> dict[str, Optional[tuple[float, float]]]:
-    """The ``level`` interval (percentage points) of the OP and BWT difference method minus
+    """The ``level`` interval (percentage points) of the OP, BWT and LA difference method minus
     reference, by the hierarchical paired bootstrap of the module docstring.
 
     ``pairs``: one (method, reference) pair of :class:`ExampleScores` per seed where both
-    finished. Returns ``{"OP": (low, high), "BWT": (low, high)}``; a value is None without
-    pairs, and BWT is None with one task or a missing diagonal. Raises ValueError when a
-    pair's tasks or test examples differ, or ``draws`` < 1, or a score is not finite.
+    finished. Returns ``{"OP": (low, high), "BWT": (low, high), "LA": (low, high)}``; a value
+    is None without pairs, BWT is None with one task or a missing diagonal of a task before
+    the last, and LA is None with any diagonal missing (mtl). Raises ValueError when a pair's
+    tasks or test examples differ, or ``draws`` < 1, or a score is not finite.
     """
     import numpy as np
 
     if draws < 1:
         raise ValueError(f"bootstrap draws: {draws}, expected at least 1")
     if not pairs:
-        return {"OP": None, "BWT": None}
+        return {"OP": None, "BWT": None, "LA": None}
     diffs = []
     for n, (m, r) in enumerate(pairs):
         _check_pair(m, r, f"seed pair {n + 1}")
-        op, bwt = _per_example(m, r)
-        if not all(np.isfinite(d).all() for d in op + (bwt or [])):
+        parts = _per_example(m, r)
+        if not all(np.isfinite(d).all() for part in parts for d in (part or [])):
             raise ValueError(f"seed pair {n + 1}: a per-example score is missing or not finite")
-        diffs.append((op, bwt))
-    with_bwt = all(b is not None for _, b in diffs)
+        diffs.append(parts)
+    metrics = {name: all(d[j] is not None for d in diffs)
+               for j, name in enumerate(("OP", "BWT", "LA"))}
     rng = np.random.default_rng(seed)
     n = len(diffs)
     chosen = rng.integers(0, n, size=(draws, n))
-    op_sum, bwt_sum = np.zeros(draws), np.zeros(draws)
+    sums = {name: np.zeros(draws) for name in metrics}
     rows = np.arange(draws)
     for p in range(n):
-        op_at, bwt_at = np.empty((n, draws)), np.empty((n, draws))
-        for s, (op, bwt) in enumerate(diffs):
-            op_task, bwt_task = [], []
+        at = {name: np.empty((n, draws)) for name in metrics}
+        for s, (op, bwt, la) in enumerate(diffs):
+            per_task: dict = {name: [] for name in metrics}
             for i, d in enumerate(op):
                 idx = rng.integers(0, len(d), size=(draws, len(d)))
-                op_task.append(d[idx].mean(axis=1))
-                if with_bwt and i < len(bwt):
-                    bwt_task.append(bwt[i][idx].mean(axis=1))
-            op_at[s] = np.mean(op_task, axis=0)
-            if with_bwt:
-                bwt_at[s] = np.mean(bwt_task, axis=0)
-        op_sum += op_at[chosen[:, p], rows]
-        if with_bwt:
-            bwt_sum += bwt_at[chosen[:, p], rows]
+                per_task["OP"].append(d[idx].mean(axis=1))
+                if metrics["BWT"] and i < len(bwt):
+                    per_task["BWT"].append(bwt[i][idx].mean(axis=1))
+                if metrics["LA"]:
+                    per_task["LA"].append(la[i][idx].mean(axis=1))
+            for name, used in metrics.items():
+                if used:
+                    at[name][s] = np.mean(per_task[name], axis=0)
+        for name, used in metrics.items():
+            if used:
+                sums[name] += at[name][chosen[:, p], rows]
     tail = 100.0 * (1.0 - level) / 2.0
 
     def interval(total):
         low, high = np.percentile(100.0 * total / n, [tail, 100.0 - tail])
         return float(low), float(high)
 
-    return {"OP": interval(op_sum), "BWT": interval(bwt_sum) if with_bwt else None}
+    return {name: interval(sums[name]) if used else None for name, used in metrics.items()}
 
 
 def excludes_zero(interval: Optional[Sequence[float]]) -> bool:

@@ -15,7 +15,8 @@ files, so that no number in those pages is typed in by hand.
 - :func:`readme_summary`: the method table (mean ± std over seeds of OP, BWT, FWT, and the
   OP and BWT difference from the reference with its 95% interval), which differences are
   real, and the runs still missing;
-- :func:`results_details`: the same table in full, the fusion cases per method
+- :func:`results_details`: the same table with FWT, and LA (learning accuracy: plasticity,
+  where BWT is retention) with its difference from the reference; the fusion cases per method
   (SPEC.md "Fusion cases"), the forgetting signal's activations and how close the history
   loss came to its threshold (:func:`threshold_peaks`), the rehearsal, and each task's
   score right after its training and after the last task, per method.
@@ -29,7 +30,8 @@ from typing import Optional
 
 from .errors import ConfigError
 from .stats import CLAIM_SEEDS, excludes_zero, mean_std
-from .study_merges import fusion_table, merge_sentences, threshold_peaks, trace_counts
+from .study_merges import (fusion_table, merge_sentences, merge_summary, threshold_peaks,
+                           trace_counts)
 
 __all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "threshold_peaks",
            "blocks"]
@@ -149,27 +151,86 @@ def _diff(row: dict, col: str) -> str:
 
 def _method_table(data: dict, fwt: bool = True) -> list[str]:
     ref = data.get("reference")
-    head = ["Method", "Seeds", "OP ↑", "BWT ↑"] + (["FWT ↑"] if fwt else [])
+    head = ["Method", "Seeds", "OP ↑"] + (["FWT ↑"] if fwt else []) + ["BWT ↑"]
     head += [f"OP − {ref} [95%]", f"BWT − {ref} [95%]"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in data["rows"]:
         if not r["seeds"]:
             continue                                   # no run yet: named under the table
         is_ref = r["method"] == ref
-        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["OP_mean"], r["OP_std"]),
-                 _pm(r["BWT_mean"], r["BWT_std"])]
+        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["OP_mean"], r["OP_std"])]
         cells += [_pm(r["FWT_mean"], r["FWT_std"])] if fwt else []
+        cells += [_pm(r["BWT_mean"], r["BWT_std"])]
         cells += ["(reference)"] * 2 if is_ref else [_diff(r, "OP"), _diff(r, "BWT")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _verdicts(data: dict) -> list[str]:
+def _la_table(data: dict) -> list[str]:
+    """LA and BWT side by side: each method's learning accuracy (mean ± std over seeds) and its
+    LA and BWT difference from the reference, with their 95% intervals."""
+    ref = data.get("reference")
+    head = ["Method", "Seeds", "LA ↑", f"LA − {ref} [95%]", "BWT ↑", f"BWT − {ref} [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in data["rows"]:
+        if not r["seeds"] or r.get("LA_mean") is None:
+            continue
+        is_ref = r["method"] == ref
+        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["LA_mean"], r.get("LA_std")),
+                 "(reference)" if is_ref else _diff(r, "LA"),
+                 _pm(r["BWT_mean"], r["BWT_std"]), "(reference)" if is_ref else _diff(r, "BWT")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+#: the words of a difference from the reference: (above, below, neither) per metric
+_TRADEOFF_WORDS = {
+    "LA": ("learns each new task better", "learns each new task less well",
+           "no measurable difference in how well it learns each new task"),
+    "BWT": ("keeps more of the earlier tasks", "forgets more of the earlier tasks",
+            "no measurable difference in how much it forgets"),
+    "OP": ("above it overall", "below it overall", "no measurable difference overall"),
+}
+
+
+def _tradeoff_sentences(data: dict) -> list[str]:
+    """For each method with at least :data:`CLAIM_SEEDS` paired seeds, one sentence: its LA,
+    BWT and OP difference from the reference, each with its interval and its verdict in
+    words (learns better or less well, keeps more or forgets more, no measurable
+    difference)."""
+    ref, out = data.get("reference"), []
+    for r in data["rows"]:
+        if r["method"] == ref or (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
+            continue
+        parts = []
+        for col in ("LA", "BWT", "OP"):
+            if r.get(f"{col}_diff") is None:
+                continue
+            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
+            above, below, neither = _TRADEOFF_WORDS[col]
+            words = above if low > 0 else below if high < 0 else neither
+            parts.append(f"{col} {_diff(r, col)}: {words}")
+        if parts:
+            out.append(f"- `{r['method']}` against `{ref}` ({r['paired_seeds']} paired seeds): "
+                       + "; ".join(parts) + ".")
+    return out
+
+
+def _case_line(data: dict) -> str:
+    """One sentence: each merging method's fusion cases, mean per run (empty without one)."""
+    parts = [f"`{m}` {a['merges']:.1f} merges ({a['no_op']:.1f} no-op, {a['tie']:.1f} tie, "
+             f"{a['discard']:.1f} discard, {a['mixed']:.1f} mixed)"
+             for m, a in merge_summary(data).items()]
+    return ("Fusion cases, mean per run (docs/results.md explains them): " + "; ".join(parts)
+            + ".") if parts else ""
+
+
+def _verdicts(data: dict, metrics=("OP", "BWT")) -> list[str]:
     """One sentence per metric: the methods whose difference from the reference excludes 0
     over at least :data:`CLAIM_SEEDS` paired seeds (better or worse), those with no
     measurable difference, and those with too few seeds for a claim."""
     ref, out = data.get("reference"), []
-    for col, name in (("OP", "OP"), ("BWT", "BWT")):
+    for col, name in ((m, m) for m in metrics):
         better, worse, none, few = [], [], [], []
         for r in data["rows"]:
             if r["method"] == ref or r.get(f"{col}_diff") is None:
@@ -223,13 +284,20 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     seeds = ", ".join(map(str, data.get("seeds") or []))
     settings = data.get("settings") or {}
     n = settings.get("n_test")
-    lines = [f"OP, BWT and FWT in percent: the mean over the seeds run (of {seeds}), ± the "
-             f"standard deviation from two seeds on; the difference from "
-             f"`{data.get('reference')}` with its 95% paired-bootstrap interval, in bold where "
-             f"it excludes 0 over at least {CLAIM_SEEDS} paired seeds (a claim). Scored on the "
+    lines = [f"OP, FWT and BWT in percent: the mean over the seeds run (of {seeds}), ± the "
+             f"standard deviation over them where there are two or more; the difference from "
+             f"`{data.get('reference')}` with its 95% paired-bootstrap interval (over one "
+             f"paired seed it covers the test sample only), in bold where it excludes 0 over at "
+             f"least {CLAIM_SEEDS} paired seeds (a claim). Scored on the "
              f"{settings.get('split', 'test')} split" + (f", {n} examples per task." if n else "."),
              ""]
     lines += _method_table(data) + [""] + _verdicts(data)
+    tradeoff = _tradeoff_sentences(data)
+    if tradeoff:
+        lines += ["", "Why, in learning accuracy (LA: each task scored right after its own training) "
+                      "and BWT, over enough paired seeds for a claim:", ""] + tradeoff
+    cases = _case_line(data)
+    lines += ["", cases] if cases else []
     missing, runs = data.get("missing") or [], len(data.get("runs") or [])
     if missing:
         lines += ["", f"The study is not complete: {runs} of {runs + len(missing)} runs are in "
@@ -271,6 +339,15 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
         return f"No run of the study has been committed yet (`{folder}/` is empty)."
     lines = ["### Methods", ""] + _method_table(data) + [""] + _verdicts(data)
     lines += [""] + _missing(data) if data.get("missing") else []
+    lines += ["", "### Learning and retention", "",
+              "LA, the learning accuracy (Riemer et al., 2019), is the mean over tasks of each "
+              "task's score right after its own training (a[i][i]): how well a method learns the "
+              "new task, where BWT measures how much of it stays (OP = LA + BWT (K − 1) / K). Its "
+              "difference from the reference is bootstrapped as OP's and BWT's are "
+              "(docs/comparing.md).", ""]
+    lines += _la_table(data) + [""] + _verdicts(data, ("LA",))
+    tradeoff = _tradeoff_sentences(data)
+    lines += ["", "Over enough paired seeds for a claim:", ""] + tradeoff if tradeoff else []
     lines += ["", "### Merges and their fusion cases", "",
               "Mean per run (a run is one method at one seed, all tasks); \"with an activation\" "
               "counts the merges whose interval saw the forgetting signal fire (the history loss "
