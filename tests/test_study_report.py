@@ -38,15 +38,18 @@ def test_the_markers_bound_what_is_replaced():
 
 
 def test_verdicts_follow_the_intervals():
-    text = study_report.readme_summary(_data([
+    text = study_report.results_details(_data([
         _row("replay"), _row("aimmerging", 1.5, 0.2, 2.8), _row("seq_lora", -9.0, -11.0, -7.0),
         _row("fixed_interval", 0.4, -1.0, 1.8)]))
     assert "**+1.5 [+0.2, +2.8]**" in text                       # excludes 0: bold
     assert "+0.4 [-1.0, +1.8]" in text and "**+0.4" not in text
     assert "- OP: above `replay`: `aimmerging`; below `replay`: `seq_lora`; no measurable " \
            "difference from `replay`: `fixed_interval`." in text
-    assert "test split, 250 examples per task" in text
     assert "not complete" not in text
+    readme = study_report.readme_summary(_data([_row("replay"), _row("fixed_interval", 0.4, -1.0, 1.8)]))
+    assert "test split, 250 examples per task" in readme and "runs are in" not in readme
+    assert ("- `fixed_interval` against `replay` (3 paired seeds): OP +0.4 [-1.0, +1.8]: no "
+            "measurable difference overall.") in readme
 
 
 def test_no_claim_from_fewer_than_three_seeds():
@@ -54,8 +57,8 @@ def test_no_claim_from_fewer_than_three_seeds():
                                              paired=1))
     assert "+1.5 [+0.2, +2.8]" in text                           # the interval excludes 0 ...
     assert "**+1.5" not in text                                   # ... but is not bold
-    assert "too few paired seeds for a claim yet (fewer than 3): `aimmerging` (1)" in text
-    assert "above `replay`" not in text                           # ... and one seed claims nothing
+    assert "Too few paired seeds for a claim yet (fewer than 3): `aimmerging` (1)" in text
+    assert "against `replay`" not in text                         # ... and one seed claims nothing
     claimed = study_report.readme_summary(_data([_row("replay"), _row("aimmerging", 1.5, 0.2, 2.8)],
                                                 paired=3))
     assert "**+1.5 [+0.2, +2.8]**" in claimed
@@ -96,7 +99,7 @@ def test_missing_runs_are_named():
     text = study_report.readme_summary(_data(
         [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},
                                     {"method": "aimmerging", "seed": 44, "why": "not finished"}]))
-    assert "The study is not complete: 0 of 2 runs are in" in text
+    assert "0 of 2 runs are in, and the means and intervals are over the seeds present" in text
     details = study_report.results_details(_data(
         [_row("replay", seeds=1)], [{"method": "aimmerging", "seed": 43, "why": "absent"},
                                     {"method": "aimmerging", "seed": 44, "why": "not finished"}]))

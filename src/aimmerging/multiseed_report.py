@@ -292,7 +292,7 @@ def markdown_report(data: dict, figure: bool = True) -> str:
               "progress since the anchor is replaced by the rehearsal; mixed, any other pair. "
               "Rehearsal steps are summed over the merges (skipped: those of merges with "
               "alpha_past = 0, whose rehearsal would be discarded, `method.skip_idle_rehearsal`). Main steps are the optimizer steps "
-              "on the tasks' training data. Training time is the training loops' wall time in seconds "
+              "on the tasks' training data (`replay` mixes the replay memory into it, so it takes more). Training time is the training loops' wall time in seconds "
               "(monitoring, rehearsal and merges included), less the history-loss logging of the "
               "methods that do not use it; evaluation is not in it (metrics.json's `timing_seconds` "
               "has both). Times depend on the machine and its load.", ""]

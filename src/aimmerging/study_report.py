@@ -221,7 +221,7 @@ def _case_line(data: dict) -> str:
     parts = [f"`{m}` {a['merges']:.1f} merges ({a['no_op']:.1f} no-op, {a['tie']:.1f} tie, "
              f"{a['discard']:.1f} discard, {a['mixed']:.1f} mixed)"
              for m, a in merge_summary(data).items()]
-    return ("Fusion cases, mean per run (docs/results.md explains them): " + "; ".join(parts)
+    return ("- Fusion cases, mean per run (docs/results.md explains them): " + "; ".join(parts)
             + ".") if parts else ""
 
 
@@ -275,36 +275,41 @@ def _recompute(data: Optional[dict], folder: str) -> str:
             f"(then `aimmerging docs`).")
 
 
+def _few_seeds(data: dict) -> str:
+    """The methods with a difference but fewer than :data:`CLAIM_SEEDS` paired seeds, in one
+    sentence (empty without one)."""
+    ref = data.get("reference")
+    few = [f"`{r['method']}` ({r.get('paired_seeds')})" for r in data["rows"]
+           if r["method"] != ref and r.get("OP_diff") is not None
+           and (r.get("paired_seeds") or 0) < CLAIM_SEEDS]
+    return (f"- Too few paired seeds for a claim yet (fewer than {CLAIM_SEEDS}): "
+            + ", ".join(few) + ".") if few else ""
+
+
 def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
-    """The README's results: the method table, the verdicts, the missing runs. ``data``:
+    """The README's results: the method table; for each method over enough paired seeds, its
+    LA, BWT and OP difference from the reference in words (:func:`_tradeoff_sentences`); the
+    methods with too few seeds; the fusion cases per run; how many runs are in. ``data``:
     :func:`load_study`'s; None gives a line saying that no run has been committed."""
     if data is None:
         return (f"No run of the study has been committed yet (`{folder}/` is empty); "
                 f"docs/results.md gives its design and commands.")
-    seeds = ", ".join(map(str, data.get("seeds") or []))
     settings = data.get("settings") or {}
     n = settings.get("n_test")
-    lines = [f"OP, FWT and BWT in percent: the mean over the seeds run (of {seeds}), ± the "
-             f"standard deviation over them where there are two or more; the difference from "
-             f"`{data.get('reference')}` with its 95% paired-bootstrap interval (over one "
-             f"paired seed it covers the test sample only), in bold where it excludes 0 over at "
-             f"least {CLAIM_SEEDS} paired seeds (a claim). Scored on the "
-             f"{settings.get('split', 'test')} split" + (f", {n} examples per task." if n else "."),
-             ""]
-    lines += _method_table(data) + [""] + _verdicts(data)
-    tradeoff = _tradeoff_sentences(data)
-    if tradeoff:
-        lines += ["", "Why, in learning accuracy (LA: each task scored right after its own training) "
-                      "and BWT, over enough paired seeds for a claim:", ""] + tradeoff
-    cases = _case_line(data)
-    lines += ["", cases] if cases else []
+    lines = [f"OP, FWT and BWT in percent, mean ± standard deviation over seeds; each "
+             f"difference from `{data.get('reference')}` with its 95% paired-bootstrap "
+             f"interval, in bold where it excludes 0 over at least {CLAIM_SEEDS} paired seeds "
+             f"(a claim); LA, the learning accuracy, is the mean of each task's score right "
+             f"after its own training. The {settings.get('split', 'test')} split"
+             + (f", {n} examples per task." if n else "."), ""]
+    lines += _method_table(data) + [""]
+    lines += _tradeoff_sentences(data)
+    lines += [x for x in (_few_seeds(data), _case_line(data)) if x]
     missing, runs = data.get("missing") or [], len(data.get("runs") or [])
-    if missing:
-        lines += ["", f"The study is not complete: {runs} of {runs + len(missing)} runs are in "
-                      f"(docs/results.md names the others), and the means and intervals are over "
-                      f"the seeds present."]
-    return "\n".join(lines + ["", f"Recomputed from the committed runs in `{folder}/` by the "
-                                  f"command that docs/results.md gives."])
+    done = (f"{runs} of {runs + len(missing)} runs are in, and the means and intervals are over "
+            f"the seeds present. " if missing else "")
+    return "\n".join(lines + ["", f"{done}docs/results.md has the full tables and the command "
+                                  f"that recomputes every number from `{folder}/`."])
 
 
 def _task_table(data: dict) -> list[str]:
