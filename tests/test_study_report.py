@@ -136,6 +136,34 @@ def test_the_committed_comparison_is_recomputed_from_its_run_files(tmp_path):
         assert (tmp_path / name).read_text() == (COMMITTED / name).read_text(), name
 
 
+def test_the_committed_study_against_fixed_interval_pairs_the_runs_by_seed():
+    """The table against fixed_interval: fixed_interval is its reference, and each point
+    difference is the mean over the paired seeds of the runs' own OP, BWT and LA differences
+    (comparison_runs.csv), LA being the mean of the accuracy matrix's diagonal."""
+    data = study_report.load_study(COMMITTED)
+    base = data["against_base"]
+    runs = {(r["method"], r["seed"]): r for r in data["runs"]}
+    if base is None:
+        assert ("fixed_interval" not in {m for m, _ in runs}
+                or not {m for m, _ in runs} & {"aimmerging", "aimmerging_reference"})
+        return
+    assert base["reference"] == "fixed_interval"
+    for row in base["rows"]:
+        if row["method"] == "fixed_interval" or not row["paired_seeds"]:
+            continue
+        seeds = [s for (m, s) in runs if m == row["method"] and ("fixed_interval", s) in runs]
+        assert row["paired_seeds"] == len(seeds)
+        for col in ("OP", "BWT", "LA"):
+            want = sum(runs[(row["method"], s)][col] - runs[("fixed_interval", s)][col]
+                       for s in seeds) / len(seeds)
+            assert row[f"{col}_diff"] == pytest.approx(want, abs=1e-3), (row["method"], col)
+            assert row[f"{col}_diff_low"] <= row[f"{col}_diff"] <= row[f"{col}_diff_high"]
+    for (m, s), r in runs.items():
+        matrix = json.loads((COMMITTED / m / f"seed{s}" / "metrics.json").read_text())["accuracy_matrix"]
+        assert r["LA"] == pytest.approx(sum(matrix[i][i] for i in range(len(matrix))) / len(matrix),
+                                        abs=1e-3)
+
+
 def test_threshold_peaks_take_each_intervals_highest_loss(tmp_path):
     path = tmp_path / "signals.csv"
     rows = ["task,stage,step,train_loss,history_loss,threshold,interval,lr",

@@ -30,10 +30,10 @@ from typing import Optional
 
 from .errors import ConfigError
 from .stats import CLAIM_SEEDS, excludes_zero, mean_std
-from .study_merges import (fusion_table, merge_sentences, merge_summary, threshold_peaks,
-                           trace_counts)
+from .study_merges import (SIGNALLED, fusion_table, merge_sentences, merge_summary,
+                           threshold_peaks, trace_counts)
 
-__all__ = ["STUDY", "replace_block", "load_study", "readme_summary", "results_details", "threshold_peaks",
+__all__ = ["STUDY", "replace_block", "load_study", "against_base", "BASE", "readme_summary", "results_details", "threshold_peaks",
            "blocks"]
 
 #: the committed study that the pages summarize, relative to the checkout's root
@@ -89,7 +89,29 @@ def load_study(folder) -> Optional[dict]:
             data["settings"] = _settings(run_dir)
     for s, a0 in (data.get("single_task_scores") or {}).items():
         data["scores"].setdefault("single_task", {})[s] = {"final": {}, "learned": dict(a0 or {})}
+    data["against_base"] = against_base(data, folder)
     return data
+
+
+#: the method adaptive merging is built on: the methods whose merges the signals decide are
+#: compared with it as well as with the study's reference
+BASE = "fixed_interval"
+
+
+def against_base(data: dict, folder) -> Optional[dict]:
+    """The comparison of :data:`SIGNALLED`'s methods with :data:`BASE` over the paired seeds,
+    recomputed from the run folders of ``folder`` (:func:`aimmerging.multiseed_report.summarize`
+    with ``BASE`` as the reference: the same bootstrap as the study's own table). None when
+    ``BASE`` or all of those methods have no finished run."""
+    from .multiseed_report import summarize
+
+    runs: dict = {}
+    for r in data.get("runs") or []:
+        runs.setdefault(r["method"], {})[r["seed"]] = Path(folder) / r["method"] / f"seed{r['seed']}"
+    methods = [m for m in (BASE,) + SIGNALLED if m in runs]
+    if BASE not in runs or len(methods) < 2:
+        return None
+    return summarize(runs, methods, data.get("seeds") or [], BASE)
 
 
 def _check_comparison(data: dict, path: Path) -> None:
@@ -275,6 +297,24 @@ def _recompute(data: Optional[dict], folder: str) -> str:
             f"(then `aimmerging docs`).")
 
 
+def _base_table(data: dict) -> list[str]:
+    """The difference of each signalled method from :data:`BASE` (OP, BWT, LA, with 95%
+    intervals), then the sentences of those over enough paired seeds."""
+    base = data.get("against_base")
+    if not base:
+        return []
+    head = ["Method", "Paired seeds", f"OP − {BASE} [95%]", f"BWT − {BASE} [95%]",
+            f"LA − {BASE} [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in base["rows"]:
+        if r["method"] == BASE or not r.get("paired_seeds"):
+            continue
+        lines.append("| " + " | ".join([f"`{r['method']}`", str(r["paired_seeds"])]
+                                       + [_diff(r, c) for c in ("OP", "BWT", "LA")]) + " |")
+    sentences = _tradeoff_sentences(base)
+    return lines + ([""] + sentences if sentences else [])
+
+
 def _few_seeds(data: dict) -> str:
     """The methods with a difference but fewer than :data:`CLAIM_SEEDS` paired seeds, in one
     sentence (empty without one)."""
@@ -304,6 +344,7 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""]
     lines += _tradeoff_sentences(data)
+    lines += _tradeoff_sentences(data.get("against_base") or {"rows": []})
     lines += [x for x in (_few_seeds(data), _case_line(data)) if x]
     missing, runs = data.get("missing") or [], len(data.get("runs") or [])
     done = (f"{runs} of {runs + len(missing)} runs are in, and the means and intervals are over "
@@ -353,6 +394,12 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
     lines += _la_table(data) + [""] + _verdicts(data, ("LA",))
     tradeoff = _tradeoff_sentences(data)
     lines += ["", "Over enough paired seeds for a claim:", ""] + tradeoff if tradeoff else []
+    base = _base_table(data)
+    if base:
+        lines += ["", "### Against fixed-interval merging", "",
+                  f"The methods whose merges the signals decide, against `{BASE}`, the method "
+                  f"they become when neither signal votes: the same paired bootstrap, with "
+                  f"`{BASE}` as the reference.", ""] + base
     lines += ["", "### Merges and their fusion cases", "",
               "Mean per run (a run is one method at one seed, all tasks); \"with an activation\" "
               "counts the merges whose interval saw the forgetting signal fire (the history loss "
