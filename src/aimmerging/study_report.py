@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
-from .stats import CLAIM_SEEDS, excludes_zero, mean_std
-from .study_merges import (SIGNALLED, fusion_table, merge_sentences, merge_summary,
-                           threshold_peaks, trace_counts)
+from .stats import CLAIM_SEEDS, mean_std
+from .study_learning import BASE, against_base, base_table, la_table, tradeoff_sentences
+from .study_learning import _diff, _pm
+from .study_merges import fusion_table, merge_sentences, merge_summary, threshold_peaks, trace_counts
 
 __all__ = ["STUDY", "replace_block", "load_study", "against_base", "BASE", "readme_summary", "results_details", "threshold_peaks",
            "blocks"]
@@ -93,27 +94,6 @@ def load_study(folder) -> Optional[dict]:
     return data
 
 
-#: the method adaptive merging is built on: the methods whose merges the signals decide are
-#: compared with it as well as with the study's reference
-BASE = "fixed_interval"
-
-
-def against_base(data: dict, folder) -> Optional[dict]:
-    """The comparison of :data:`SIGNALLED`'s methods with :data:`BASE` over the paired seeds,
-    recomputed from the run folders of ``folder`` (:func:`aimmerging.multiseed_report.summarize`
-    with ``BASE`` as the reference: the same bootstrap as the study's own table). None when
-    ``BASE`` or all of those methods have no finished run."""
-    from .multiseed_report import summarize
-
-    runs: dict = {}
-    for r in data.get("runs") or []:
-        runs.setdefault(r["method"], {})[r["seed"]] = Path(folder) / r["method"] / f"seed{r['seed']}"
-    methods = [m for m in (BASE,) + SIGNALLED if m in runs]
-    if BASE not in runs or len(methods) < 2:
-        return None
-    return summarize(runs, methods, data.get("seeds") or [], BASE)
-
-
 def _check_comparison(data: dict, path: Path) -> None:
     """ConfigError naming ``path`` and the field when ``comparison.json`` lacks what the
     summaries read (as ``aimmerging compare`` writes it)."""
@@ -155,22 +135,6 @@ def _json(path: Path) -> dict:
 
 
 # --- the pieces -------------------------------------------------------------------------------
-def _pm(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
-
-
-def _diff(row: dict, col: str) -> str:
-    d = row.get(f"{col}_diff")
-    if d is None:
-        return "-"
-    low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
-    text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
-    claim = (row.get("paired_seeds") or 0) >= CLAIM_SEEDS     # below: no claim, no bold
-    return f"**{text}**" if claim and excludes_zero((low, high)) else text
-
-
 def _method_table(data: dict, fwt: bool = True) -> list[str]:
     ref = data.get("reference")
     head = ["Method", "Seeds", "OP ↑"] + (["FWT ↑"] if fwt else []) + ["BWT ↑"]
@@ -188,56 +152,6 @@ def _method_table(data: dict, fwt: bool = True) -> list[str]:
     return lines
 
 
-def _la_table(data: dict) -> list[str]:
-    """LA and BWT side by side: each method's learning accuracy (mean ± std over seeds) and its
-    LA and BWT difference from the reference, with their 95% intervals."""
-    ref = data.get("reference")
-    head = ["Method", "Seeds", "LA ↑", f"LA − {ref} [95%]", "BWT ↑", f"BWT − {ref} [95%]"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for r in data["rows"]:
-        if not r["seeds"] or r.get("LA_mean") is None:
-            continue
-        is_ref = r["method"] == ref
-        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["LA_mean"], r.get("LA_std")),
-                 "(reference)" if is_ref else _diff(r, "LA"),
-                 _pm(r["BWT_mean"], r["BWT_std"]), "(reference)" if is_ref else _diff(r, "BWT")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-#: the words of a difference from the reference: (above, below, neither) per metric
-_TRADEOFF_WORDS = {
-    "LA": ("learns each new task better", "learns each new task less well",
-           "no measurable difference in how well it learns each new task"),
-    "BWT": ("keeps more of the earlier tasks", "forgets more of the earlier tasks",
-            "no measurable difference in how much it forgets"),
-    "OP": ("above it overall", "below it overall", "no measurable difference overall"),
-}
-
-
-def _tradeoff_sentences(data: dict) -> list[str]:
-    """For each method with at least :data:`CLAIM_SEEDS` paired seeds, one sentence: its LA,
-    BWT and OP difference from the reference, each with its interval and its verdict in
-    words (learns better or less well, keeps more or forgets more, no measurable
-    difference)."""
-    ref, out = data.get("reference"), []
-    for r in data["rows"]:
-        if r["method"] == ref or (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
-            continue
-        parts = []
-        for col in ("LA", "BWT", "OP"):
-            if r.get(f"{col}_diff") is None:
-                continue
-            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
-            above, below, neither = _TRADEOFF_WORDS[col]
-            words = above if low > 0 else below if high < 0 else neither
-            parts.append(f"{col} {_diff(r, col)}: {words}")
-        if parts:
-            out.append(f"- `{r['method']}` against `{ref}` ({r['paired_seeds']} paired seeds): "
-                       + "; ".join(parts) + ".")
-    return out
-
-
 def _case_line(data: dict) -> str:
     """One sentence: each merging method's fusion cases, mean per run (empty without one)."""
     parts = [f"`{m}` {a['merges']:.1f} merges ({a['no_op']:.1f} no-op, {a['tie']:.1f} tie, "
@@ -252,7 +166,7 @@ def _verdicts(data: dict, metrics=("OP", "BWT")) -> list[str]:
     over at least :data:`CLAIM_SEEDS` paired seeds (better or worse), those with no
     measurable difference, and those with too few seeds for a claim."""
     ref, out = data.get("reference"), []
-    for col, name in ((m, m) for m in metrics):
+    for col in metrics:
         better, worse, none, few = [], [], [], []
         for r in data["rows"]:
             if r["method"] == ref or r.get(f"{col}_diff") is None:
@@ -273,7 +187,7 @@ def _verdicts(data: dict, metrics=("OP", "BWT")) -> list[str]:
             parts.append(f"too few paired seeds for a claim yet (fewer than {CLAIM_SEEDS}): "
                          f"{', '.join(few)}")
         if parts:
-            out.append(f"- {name}: " + "; ".join(parts) + ".")
+            out.append(f"- {col}: " + "; ".join(parts) + ".")
     return out
 
 
@@ -295,24 +209,6 @@ def _recompute(data: Optional[dict], folder: str) -> str:
     command = (data or {}).get("command") or f"aimmerging compare --from {folder}"
     return (f"Every number here is recomputed from the committed run files by `{command}` "
             f"(then `aimmerging docs`).")
-
-
-def _base_table(data: dict) -> list[str]:
-    """The difference of each signalled method from :data:`BASE` (OP, BWT, LA, with 95%
-    intervals), then the sentences of those over enough paired seeds."""
-    base = data.get("against_base")
-    if not base:
-        return []
-    head = ["Method", "Paired seeds", f"OP − {BASE} [95%]", f"BWT − {BASE} [95%]",
-            f"LA − {BASE} [95%]"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for r in base["rows"]:
-        if r["method"] == BASE or not r.get("paired_seeds"):
-            continue
-        lines.append("| " + " | ".join([f"`{r['method']}`", str(r["paired_seeds"])]
-                                       + [_diff(r, c) for c in ("OP", "BWT", "LA")]) + " |")
-    sentences = _tradeoff_sentences(base)
-    return lines + ([""] + sentences if sentences else [])
 
 
 def _few_seeds(data: dict) -> str:
@@ -343,8 +239,8 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
              f"after its own training. The {settings.get('split', 'test')} split"
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""]
-    lines += _tradeoff_sentences(data)
-    lines += _tradeoff_sentences(data.get("against_base") or {"rows": []})
+    lines += tradeoff_sentences(data)
+    lines += tradeoff_sentences(data.get("against_base") or {"rows": []})
     lines += [x for x in (_few_seeds(data), _case_line(data)) if x]
     missing, runs = data.get("missing") or [], len(data.get("runs") or [])
     done = (f"{runs} of {runs + len(missing)} runs are in, and the means and intervals are over "
@@ -391,10 +287,10 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "new task, where BWT measures how much of it stays (OP = LA + BWT (K − 1) / K). Its "
               "difference from the reference is bootstrapped as OP's and BWT's are "
               "(docs/comparing.md).", ""]
-    lines += _la_table(data) + [""] + _verdicts(data, ("LA",))
-    tradeoff = _tradeoff_sentences(data)
+    lines += la_table(data) + [""] + _verdicts(data, ("LA",))
+    tradeoff = tradeoff_sentences(data)
     lines += ["", "Over enough paired seeds for a claim:", ""] + tradeoff if tradeoff else []
-    base = _base_table(data)
+    base = base_table(data)
     if base:
         lines += ["", "### Against fixed-interval merging", "",
                   f"The methods whose merges the signals decide, against `{BASE}`, the method "

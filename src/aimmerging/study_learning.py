@@ -1,0 +1,119 @@
+"""Learning and retention in the study's summaries (:mod:`aimmerging.study_report`): the LA
+table, each method's LA, BWT and OP difference from the reference read in words, and the
+comparison of the signalled methods with fixed-interval merging; with the number formats of
+the cells that both modules write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from .stats import CLAIM_SEEDS, excludes_zero
+from .study_merges import SIGNALLED
+
+__all__ = ["BASE", "against_base", "la_table", "tradeoff_sentences", "base_table"]
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+
+
+def _diff(row: dict, col: str) -> str:
+    d = row.get(f"{col}_diff")
+    if d is None:
+        return "-"
+    low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
+    text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
+    claim = (row.get("paired_seeds") or 0) >= CLAIM_SEEDS     # below: no claim, no bold
+    return f"**{text}**" if claim and excludes_zero((low, high)) else text
+
+
+#: the method adaptive merging is built on: the methods whose merges the signals decide are
+#: compared with it as well as with the study's reference
+BASE = "fixed_interval"
+
+
+def against_base(data: dict, folder) -> Optional[dict]:
+    """The comparison of :data:`SIGNALLED`'s methods with :data:`BASE` over the paired seeds,
+    recomputed from the run folders of ``folder`` (:func:`aimmerging.multiseed_report.summarize`
+    with ``BASE`` as the reference: the same bootstrap as the study's own table). None when
+    ``BASE`` or all of those methods have no finished run."""
+    from .multiseed_report import summarize
+
+    runs: dict = {}
+    for r in data.get("runs") or []:
+        runs.setdefault(r["method"], {})[r["seed"]] = Path(folder) / r["method"] / f"seed{r['seed']}"
+    methods = [m for m in (BASE,) + SIGNALLED if m in runs]
+    if BASE not in runs or len(methods) < 2:
+        return None
+    return summarize(runs, methods, data.get("seeds") or [], BASE)
+
+
+def la_table(data: dict) -> list[str]:
+    """LA and BWT side by side: each method's learning accuracy (mean ± std over seeds) and its
+    LA and BWT difference from the reference, with their 95% intervals."""
+    ref = data.get("reference")
+    head = ["Method", "Seeds", "LA ↑", f"LA − {ref} [95%]", "BWT ↑", f"BWT − {ref} [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in data["rows"]:
+        if not r["seeds"] or r.get("LA_mean") is None:
+            continue
+        is_ref = r["method"] == ref
+        cells = [f"`{r['method']}`", str(r["seeds"]), _pm(r["LA_mean"], r.get("LA_std")),
+                 "(reference)" if is_ref else _diff(r, "LA"),
+                 _pm(r["BWT_mean"], r["BWT_std"]), "(reference)" if is_ref else _diff(r, "BWT")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+#: the words of a difference from the reference: (above, below, neither) per metric
+_TRADEOFF_WORDS = {
+    "LA": ("learns each new task better", "learns each new task less well",
+           "no measurable difference in how well it learns each new task"),
+    "BWT": ("keeps more of the earlier tasks", "forgets more of the earlier tasks",
+            "no measurable difference in how much it forgets"),
+    "OP": ("above it overall", "below it overall", "no measurable difference overall"),
+}
+
+
+def tradeoff_sentences(data: dict) -> list[str]:
+    """For each method with at least :data:`CLAIM_SEEDS` paired seeds, one sentence: its LA,
+    BWT and OP difference from the reference, each with its interval and its verdict in
+    words (learns better or less well, keeps more or forgets more, no measurable
+    difference)."""
+    ref, out = data.get("reference"), []
+    for r in data["rows"]:
+        if r["method"] == ref or (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
+            continue
+        parts = []
+        for col in ("LA", "BWT", "OP"):
+            if r.get(f"{col}_diff") is None:
+                continue
+            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
+            above, below, neither = _TRADEOFF_WORDS[col]
+            words = above if low > 0 else below if high < 0 else neither
+            parts.append(f"{col} {_diff(r, col)}: {words}")
+        if parts:
+            out.append(f"- `{r['method']}` against `{ref}` ({r['paired_seeds']} paired seeds): "
+                       + "; ".join(parts) + ".")
+    return out
+
+
+def base_table(data: dict) -> list[str]:
+    """The difference of each signalled method from :data:`BASE` (OP, BWT, LA, with 95%
+    intervals), then the sentences of those over enough paired seeds."""
+    base = data.get("against_base")
+    if not base:
+        return []
+    head = ["Method", "Paired seeds", f"OP − {BASE} [95%]", f"BWT − {BASE} [95%]",
+            f"LA − {BASE} [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in base["rows"]:
+        if r["method"] == BASE or not r.get("paired_seeds"):
+            continue
+        lines.append("| " + " | ".join([f"`{r['method']}`", str(r["paired_seeds"])]
+                                       + [_diff(r, c) for c in ("OP", "BWT", "LA")]) + " |")
+    sentences = tradeoff_sentences(base)
+    return lines + ([""] + sentences if sentences else [])
