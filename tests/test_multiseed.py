@@ -226,8 +226,9 @@ def test_tabulate_gives_means_intervals_and_fusion_counts(tmp_path: Path) -> Non
     assert a42["train_seconds"] == "11.0"
     md = (root / "comparison.md").read_text()
     assert "Every run of every method at every seed is present" in md
-    assert "| seq_lora | 2 |" in md and "no measurable difference" in md
-    assert "| aimmerging | 2 | 100.00 ± 0.00 |" in md and "| **+" in md
+    # 2 seeds: no claim either way, so nothing in bold
+    assert "| seq_lora | 2 |" in md and "too few seeds for a claim (fewer than 3)" in md
+    assert "| aimmerging | 2 | 100.00 ± 0.00 |" in md and "**" not in md.split("## Runs")[0]
     assert "| aimmerging | 1 | 100.00 | 32.50 | 0.00 | 100.00 | 1 | 1 | 2 | 1 | 5 | 12 | 3 | 12 | 11.0 |" in md
     # LA: aimmerging's diagonal is 100 on both tasks, replay's 75 (a) and 200/3 (b); seq_lora
     # learned each task exactly as replay did: a difference of exactly 0
@@ -238,6 +239,16 @@ def test_tabulate_gives_means_intervals_and_fusion_counts(tmp_path: Path) -> Non
     assert f"LA − replay [95% interval]" in md
     assert (root / "comparison.png").stat().st_size > 1000
     assert json.loads((root / "comparison.json").read_text())["rows"] == summary["rows"]
+
+
+def test_three_seeds_make_claims_and_say_no_measurable_difference(tmp_path: Path) -> None:
+    root = _study(tmp_path / "study", seeds=(1, 2, 3))
+    tabulate(root, ["replay", "aimmerging", "seq_lora"], progress=False)
+    md = (root / "comparison.md").read_text()
+    aim = [line for line in md.splitlines() if line.startswith("| aimmerging | 3 |")][0]
+    seq = [line for line in md.splitlines() if line.startswith("| seq_lora | 3 |")][0]
+    assert "| **+" in aim and "too few seeds" not in aim           # above replay on every example
+    assert "**" not in seq and "; no measurable difference" in seq  # identical to replay
 
 
 def test_a_partial_study_lists_its_missing_runs(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def test_verdicts_follow_the_intervals():
            "difference from `replay`: `fixed_interval`." in text
     assert "not complete" not in text
     readme = study_report.readme_summary(_data([_row("replay"), _row("fixed_interval", 0.4, -1.0, 1.8)]))
-    assert "test split, 250 examples per task" in readme and "runs are in" not in readme
+    assert "The test split, 250 examples per task" in readme and "runs are in" not in readme
+    assert "BWT, the mean change of the earlier tasks" in readme     # the metrics, defined
     assert ("- `fixed_interval` against `replay` (3 paired seeds): OP +0.4 [-1.0, +1.8]: no "
             "measurable difference overall.") in readme
 
@@ -197,10 +198,14 @@ def test_comparison_md_marks_an_interval_over_too_few_seeds():
     from aimmerging.multiseed_report import _diff_cell
 
     row = {"OP_diff": 3.9, "OP_diff_low": 0.7, "OP_diff_high": 7.1, "paired_seeds": 1}
-    assert _diff_cell(row, "OP", 3) == ("**+3.90 [+0.70, +7.10] (over 1 seed)**; too few seeds "
+    # over 1 seed no claim, whether or not the interval excludes 0: no bold
+    assert _diff_cell(row, "OP", 3) == ("+3.90 [+0.70, +7.10] (over 1 seed); too few seeds "
                                         "for a claim (fewer than 3)")
+    assert _diff_cell({**row, "OP_diff_low": -0.5}, "OP", 3).endswith("; too few seeds for a "
+                                                                       "claim (fewer than 3)")
     assert _diff_cell({**row, "paired_seeds": 3}, "OP", 3) == "**+3.90 [+0.70, +7.10]**"
-    assert _diff_cell({**row, "OP_diff_low": -0.5}, "OP", 3).endswith("; no measurable difference")
+    assert _diff_cell({**row, "OP_diff_low": -0.5, "paired_seeds": 3}, "OP", 3) == \
+        "+3.90 [-0.50, +7.10]; no measurable difference"
 
 
 @pytest.mark.parametrize("bad, field", [({"rows": [], "runs": 5}, "runs is not a list"),

@@ -29,7 +29,7 @@ from .io import atomic_write_json, atomic_write_text
 from .metrics import learning_accuracy
 from .results import EXAMPLE_SCORES, read_example_scores
 from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, CLAIM_SEEDS, FUSION_CASES, ExampleScores,
-                    excludes_zero, fusion_counts, mean_std, paired_bootstrap)
+                    fusion_counts, mean_std, paired_bootstrap, verdict)
 from .traces import read_csv_rows
 
 __all__ = ["METHOD_COLUMNS", "RUN_COLUMNS", "run_record", "example_scores_of", "summarize",
@@ -215,6 +215,8 @@ def _pm(mean, std) -> str:
 
 
 def _diff_cell(row: dict, col: str, seeds: int) -> str:
+    """A difference cell of ``comparison.md``: the difference and its interval, in bold when it
+    is a claim (:func:`aimmerging.stats.verdict`), else followed by why it is not one."""
     d = row.get(f"{col}_diff")
     if d is None:
         return "-"
@@ -223,10 +225,10 @@ def _diff_cell(row: dict, col: str, seeds: int) -> str:
     if row.get("paired_seeds") != seeds:
         n = row.get("paired_seeds")
         text += f" (over {n} seed{'' if n == 1 else 's'})"
-    if not excludes_zero((low, high)):
-        return f"{text}; no measurable difference"
-    few = (row.get("paired_seeds") or 0) < CLAIM_SEEDS
-    return f"**{text}**" + (f"; too few seeds for a claim (fewer than {CLAIM_SEEDS})" if few else "")
+    said = verdict(row, col)
+    if said == "few":
+        return f"{text}; too few seeds for a claim (fewer than {CLAIM_SEEDS})"
+    return f"{text}; no measurable difference" if said == "none" else f"**{text}**"
 
 
 def markdown_report(data: dict, figure: bool = True) -> str:
@@ -270,10 +272,11 @@ def markdown_report(data: dict, figure: bool = True) -> str:
               "hierarchical bootstrap: seeds drawn with replacement, then each task's test examples "
               "drawn with replacement, the same examples for both methods (see `docs/comparing.md`). "
               "It covers the variation from the training seed and from the test sample, not other "
-              "task orders, models or settings. A difference whose interval excludes 0 is in bold; it "
-              f"is a claim that one method is above or below the other only over at least "
-              f"{CLAIM_SEEDS} seeds. A difference whose interval holds 0 is marked \"no measurable "
-              f"difference\".", ""]
+              "task orders, models or settings. A difference is in bold, a claim that one method is "
+              f"above or below the other, when its interval excludes 0 over at least "
+              f"{CLAIM_SEEDS} paired seeds; over fewer it is marked \"too few seeds for a "
+              f"claim\", whatever its interval, and one whose interval holds 0 is marked \"no "
+              f"measurable difference\".", ""]
     if figure:
         lines += ["![OP and BWT per method](comparison.png)", ""]
     lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | LA | No-op | Tie | Discard | Mixed | "

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 __all__ = ["FUSION_CASES", "fusion_case", "fusion_counts", "mean_std", "ExampleScores",
-           "paired_bootstrap", "excludes_zero", "BOOTSTRAP_DRAWS", "BOOTSTRAP_SEED", "CLAIM_SEEDS"]
+           "paired_bootstrap", "excludes_zero", "verdict", "BOOTSTRAP_DRAWS", "BOOTSTRAP_SEED", "CLAIM_SEEDS"]
 
 #: the fusion cases, in the order of the tables (SPEC.md "Fusion cases")
 FUSION_CASES = ("no-op", "tie", "discard", "mixed")
@@ -206,3 +206,19 @@ def paired_bootstrap(pairs: Sequence[tuple[ExampleScores, ExampleScores]],
 def excludes_zero(interval: Optional[Sequence[float]]) -> bool:
     """Whether an interval (low, high) lies wholly above or below 0 (False for None)."""
     return interval is not None and (interval[0] > 0 or interval[1] < 0)
+
+
+def verdict(row: dict, col: str) -> Optional[str]:
+    """What a summary row's difference from the reference supports, for metric ``col``
+    (``"OP"``, ``"BWT"``, ``"LA"``...): ``"above"`` or ``"below"`` when its interval
+    (``<col>_diff_low``, ``<col>_diff_high``, percentage points) excludes 0 over at least
+    :data:`CLAIM_SEEDS` paired seeds (``paired_seeds``), ``"none"`` when it holds 0 over that
+    many, ``"few"`` over fewer seeds, whatever the interval; None when the row has no
+    difference (the reference itself, or no paired seed). Every report of the study words
+    its differences from this one reading."""
+    if row.get(f"{col}_diff") is None:
+        return None
+    if (row.get("paired_seeds") or 0) < CLAIM_SEEDS:
+        return "few"
+    low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
+    return "above" if low > 0 else "below" if high < 0 else "none"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .stats import CLAIM_SEEDS, excludes_zero
+from .stats import verdict
 from .study_merges import SIGNALLED
 
 __all__ = ["BASE", "against_base", "la_table", "tradeoff_sentences", "base_table"]
@@ -26,8 +26,7 @@ def _diff(row: dict, col: str) -> str:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
     text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
-    claim = (row.get("paired_seeds") or 0) >= CLAIM_SEEDS     # below: no claim, no bold
-    return f"**{text}**" if claim and excludes_zero((low, high)) else text
+    return f"**{text}**" if verdict(row, col) in ("above", "below") else text   # a claim
 
 
 #: the method adaptive merging is built on: the methods whose merges the signals decide are
@@ -79,22 +78,20 @@ _TRADEOFF_WORDS = {
 
 
 def tradeoff_sentences(data: dict) -> list[str]:
-    """For each method with at least :data:`CLAIM_SEEDS` paired seeds, one sentence: its LA,
+    """For each method with at least :data:`~aimmerging.stats.CLAIM_SEEDS` paired seeds, one sentence: its LA,
     BWT and OP difference from the reference, each with its interval and its verdict in
     words (learns better or less well, keeps more or forgets more, no measurable
     difference)."""
     ref, out = data.get("reference"), []
     for r in data["rows"]:
-        if r["method"] == ref or (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
+        if r["method"] == ref:
             continue
         parts = []
         for col in ("LA", "BWT", "OP"):
-            if r.get(f"{col}_diff") is None:
-                continue
-            low, high = r[f"{col}_diff_low"], r[f"{col}_diff_high"]
-            above, below, neither = _TRADEOFF_WORDS[col]
-            words = above if low > 0 else below if high < 0 else neither
-            parts.append(f"{col} {_diff(r, col)}: {words}")
+            said = verdict(r, col)
+            if said in ("above", "below", "none"):
+                words = dict(zip(("above", "below", "none"), _TRADEOFF_WORDS[col]))[said]
+                parts.append(f"{col} {_diff(r, col)}: {words}")
         if parts:
             out.append(f"- `{r['method']}` against `{ref}` ({r['paired_seeds']} paired seeds): "
                        + "; ".join(parts) + ".")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
-from .stats import CLAIM_SEEDS, mean_std
+from .stats import CLAIM_SEEDS, mean_std, verdict
 from .study_learning import BASE, against_base, base_table, la_table, tradeoff_sentences
 from .study_learning import _diff, _pm
 from .study_merges import fusion_table, merge_sentences, merge_summary, threshold_peaks, trace_counts
@@ -169,13 +169,11 @@ def _verdicts(data: dict, metrics=("OP", "BWT")) -> list[str]:
     for col in metrics:
         better, worse, none, few = [], [], [], []
         for r in data["rows"]:
-            if r["method"] == ref or r.get(f"{col}_diff") is None:
-                continue
-            low, high, who = r[f"{col}_diff_low"], r[f"{col}_diff_high"], f"`{r['method']}`"
-            if (r.get("paired_seeds") or 0) < CLAIM_SEEDS:
+            said, who = verdict(r, col), f"`{r['method']}`"
+            if said == "few":
                 few.append(f"{who} ({r.get('paired_seeds')})")
-            else:
-                (better if low > 0 else worse if high < 0 else none).append(who)
+            elif said is not None:
+                {"above": better, "below": worse, "none": none}[said].append(who)
         parts = []
         if better:
             parts.append(f"above `{ref}`: {', '.join(better)}")
@@ -216,8 +214,7 @@ def _few_seeds(data: dict) -> str:
     sentence (empty without one)."""
     ref = data.get("reference")
     few = [f"`{r['method']}` ({r.get('paired_seeds')})" for r in data["rows"]
-           if r["method"] != ref and r.get("OP_diff") is not None
-           and (r.get("paired_seeds") or 0) < CLAIM_SEEDS]
+           if r["method"] != ref and verdict(r, "OP") == "few"]
     return (f"- Too few paired seeds for a claim yet (fewer than {CLAIM_SEEDS}): "
             + ", ".join(few) + ".") if few else ""
 
@@ -232,11 +229,15 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
                 f"docs/results.md gives its design and commands.")
     settings = data.get("settings") or {}
     n = settings.get("n_test")
-    lines = [f"OP, FWT and BWT in percent, mean ± standard deviation over seeds; each "
+    lines = [f"OP is the mean accuracy over the tasks after the last one; BWT, the mean change "
+             f"of the earlier tasks' accuracy from right after their training to the end "
+             f"(below 0: forgetting); FWT, the gain right after a task's training over "
+             f"training it alone (`single_task`; \"-\" without those runs); LA, the "
+             f"learning accuracy, the mean of each task's accuracy right after its own "
+             f"training. All in percent, mean ± standard deviation over seeds; each "
              f"difference from `{data.get('reference')}` with its 95% paired-bootstrap "
              f"interval, in bold where it excludes 0 over at least {CLAIM_SEEDS} paired seeds "
-             f"(a claim); LA, the learning accuracy, is the mean of each task's score right "
-             f"after its own training. The {settings.get('split', 'test')} split"
+             f"(a claim). The {settings.get('split', 'test')} split"
              + (f", {n} examples per task." if n else "."), ""]
     lines += _method_table(data) + [""]
     lines += tradeoff_sentences(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..stats import excludes_zero
+from ..stats import CLAIM_SEEDS, verdict
 from .common import COLORS, _figure, _save
 
 __all__ = ["plot_comparison"]
@@ -14,7 +14,8 @@ __all__ = ["plot_comparison"]
 def plot_comparison(summary: dict, path) -> Optional[Path]:
     """OP and BWT per method (top: each seed's value as a dot, the mean as a bar), and each
     method's difference from the reference with its 95% interval (bottom; filled marker:
-    the interval excludes 0). ``summary``: :func:`aimmerging.multiseed_report.summarize`'s
+    a claim, the interval excludes 0 over at least :data:`~aimmerging.stats.CLAIM_SEEDS`
+    paired seeds, :func:`~aimmerging.stats.verdict`). ``summary``: :func:`aimmerging.multiseed_report.summarize`'s
     result. Returns the written PNG, or None when no method has a finished run."""
     rows = [r for r in summary["rows"] if r.get("seeds")]
     if not rows:
@@ -38,7 +39,7 @@ def plot_comparison(summary: dict, path) -> Optional[Path]:
             d = r.get(f"{metric}_diff")
             if d is not None:
                 low, high = r[f"{metric}_diff_low"], r[f"{metric}_diff_high"]
-                filled = excludes_zero((low, high))
+                filled = verdict(r, metric) in ("above", "below")
                 bottom.errorbar([i], [d], yerr=[[d - low], [high - d]], fmt="o", capsize=5,
                                 color=COLORS[i % len(COLORS)],
                                 mfc=COLORS[i % len(COLORS)] if filled else "white")
@@ -49,7 +50,8 @@ def plot_comparison(summary: dict, path) -> Optional[Path]:
         top.set_ylabel(f"{metric} (points)")
         top.set_title(f"{metric}: mean over seeds (bar), each seed (dot)", fontsize=9)
         bottom.set_ylabel(f"{metric} − {ref} (points)")
-        bottom.set_title(f"{metric} − {ref}, 95% interval (filled: excludes 0)", fontsize=9)
+        bottom.set_title(f"{metric} − {ref}, 95% interval (filled: excludes 0 over "
+                         f"{CLAIM_SEEDS}+ seeds)", fontsize=9)
         for ax in (top, bottom):
             ax.grid(alpha=0.3, axis="y")
             ax.use_sticky_edges = False          # room above and below the bars' ends
