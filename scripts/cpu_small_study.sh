@@ -41,6 +41,10 @@ OUT=runs/cpu_small
 mkdir -p "$OUT"
 rm -rf "$OUT/.claims"; mkdir -p "$OUT/.claims"      # claims of an interrupted start are stale
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+# PyTorch picks its vector kernels (softmax and others) from the CPU: AVX512 ones give other
+# last bits than AVX2 ones. Every run of the study uses the AVX2 kernels, which every x86-64
+# CPU here has, so that a run computes the same on any of them (ATEN_CPU_CAPABILITY=... to change).
+export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-avx2}
 
 lane() {
   for item in "${PLAN[@]}"; do
@@ -49,7 +53,7 @@ lane() {
     [ -f "$dir/metrics.json" ] && continue
     mkdir "$OUT/.claims/$m.$seed" 2> /dev/null || continue     # the other lane has it
     hist=true; [ "$m" = single_task ] && hist=false            # as `aimmerging compare` runs them
-    echo "$(date -Is) lane $1 start $m seed $seed (code $REV)" >> "$OUT/study.log"
+    echo "$(date -Is) lane $1 start $m seed $seed (code $REV, kernels $ATEN_CPU_CAPABILITY)" >> "$OUT/study.log"
     nice -n 10 aimmerging run configs/cpu_small.yaml --threads 1 --set seed="$seed" \
       method.name="$m" method.log_history_loss=$hist --output "$dir" --resume --quiet \
       > "$OUT/$m.seed$seed.out" 2>&1

@@ -37,7 +37,8 @@ def _checkout(tmp_path: Path) -> tuple[Path, Path]:
     fake = bin_dir / "aimmerging"              # writes the run's metrics.json, as a run ends
     fake.write_text('#!/bin/bash\nwhile [ "$1" != --output ]; do shift; done\n'
                     'mkdir -p "$2" && echo "{}" > "$2/metrics.json"\n'
-                    'echo "$PYTHONPATH" > "$2/pythonpath"\n')
+                    'echo "$PYTHONPATH" > "$2/pythonpath"\n'
+                    'echo "$ATEN_CPU_CAPABILITY" > "$2/kernels"\n')
     fake.chmod(0o755)
     return repo, code
 
@@ -45,12 +46,13 @@ def _checkout(tmp_path: Path) -> tuple[Path, Path]:
 def _run(repo: Path, code: Path, tmp_path: Path) -> list[tuple[str, int, str]]:
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "STUDY_CODE": str(code)}
-    env.pop("STUDY_METHODS", None), env.pop("STUDY_SEEDS", None)
+    for name in ("STUDY_METHODS", "STUDY_SEEDS", "ATEN_CPU_CAPABILITY"):
+        env.pop(name, None)
     subprocess.run(["bash", str(repo / "scripts" / "cpu_small_study.sh"), "1"], check=True,
                    env=env, timeout=120)
     log = (repo / "runs" / "cpu_small" / "study.log").read_text()
     return [(m, int(s), rev) for m, s, rev in
-            re.findall(r"start (\S+) seed (\d+) \(code (\S+)\)", log)]
+            re.findall(r"start (\S+) seed (\d+) \(code (\S+), kernels avx2\)", log)]
 
 
 def test_the_core_comparison_has_its_three_seeds_first(tmp_path):
@@ -71,4 +73,5 @@ def test_the_core_comparison_has_its_three_seeds_first(tmp_path):
     assert {r for _, _, r in starts} == {rev}
     run = repo / "runs" / "cpu_small" / "aimmerging" / "seed43"
     assert (run / "pythonpath").read_text().strip() == str(code / "src")
+    assert (run / "kernels").read_text().strip() == "avx2"      # PyTorch's AVX2 kernels, pinned
     assert _run(repo, code, tmp_path) == starts                 # all finished: nothing new
