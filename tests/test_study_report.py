@@ -75,6 +75,20 @@ def test_la_and_bwt_say_why_over_enough_seeds():
     assert ("- `aimmerging` against `replay` (3 paired seeds): LA **-2.0 [-3.2, -0.8]**: learns "
             "each new task less well; BWT **+3.0 [+1.0, +5.0]**: keeps more of the earlier "
             "tasks; OP -1.7 [-3.8, +0.5]: no measurable difference overall.") in text
+    # with the runs, each seed's own difference stands beside a claim, and whether all agree
+    cases = dict(merges=0, no_op=0, tie=0, discard=0, mixed=0)
+    runs = [{"method": m, "seed": seed, "LA": la, "BWT": bwt, "OP": 60.0, **cases}
+            for seed, (a_la, r_la, a_bwt) in {42: (60.0, 62.5, -1.0), 43: (61.0, 62.0, -2.0),
+                                                44: (61.4, 63.9, -3.0)}.items()
+            for m, la, bwt in (("aimmerging", a_la, a_bwt), ("replay", r_la, -4.0))]
+    with_runs = {**_data([ref, lower_la]), "runs": runs}
+    text = study_report.readme_summary(with_runs)
+    assert "LA **-2.0 [-3.2, -0.8]**, every seed below (-2.5, -1.0, -2.5): learns" in text
+    assert "BWT **+3.0 [+1.0, +5.0]**, every seed above (+3.0, +2.0, +1.0): keeps" in text
+    runs[0]["LA"] = 63.0                                         # seed 42 now above replay
+    assert "LA **-2.0 [-3.2, -0.8]**, not every seed below (+0.5, -1.0, -2.5)" in \
+        study_report.readme_summary(with_runs)
+    assert "OP -1.7 [-3.8, +0.5]: no measurable" in text          # no claim: no seeds listed
     details = study_report.results_details(_data([ref, lower_la]))
     assert "| `aimmerging` | 3 | 60.8 ± 0.8 | **-2.0 [-3.2, -0.8]** |" in details
     assert "- LA: below `replay`: `aimmerging`." in details

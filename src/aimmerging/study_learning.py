@@ -11,7 +11,8 @@ from typing import Optional
 from .stats import verdict
 from .study_merges import SIGNALLED
 
-__all__ = ["BASE", "against_base", "la_table", "tradeoff_sentences", "base_table"]
+__all__ = ["BASE", "against_base", "la_table", "per_seed_differences", "tradeoff_sentences",
+           "base_table"]
 
 
 def _pm(mean, std) -> str:
@@ -77,11 +78,34 @@ _TRADEOFF_WORDS = {
 }
 
 
+def per_seed_differences(data: dict, method: str, col: str) -> list[float]:
+    """The method's ``col`` (OP, BWT, LA; percentage points) minus the reference's, run by
+    run, at each seed where both have it, in seed order: the values whose mean is the
+    difference in the summary row."""
+    ref, values = data.get("reference"), {}
+    for r in data.get("runs") or []:
+        if r["method"] in (method, ref) and r.get(col) is not None:
+            values.setdefault(r["seed"], {})[r["method"]] = r[col]
+    return [v[method] - v[ref] for _, v in sorted(values.items())
+            if method in v and ref in v]
+
+
+def _seeds_agree(data: dict, r: dict, col: str, said: str) -> str:
+    """Beside a claim, each seed's own difference, and whether all lie on the claim's side:
+    with 3 seeds the bootstrap is narrow (docs/comparing.md), so a reader sees the seeds."""
+    d = per_seed_differences(data, r["method"], col)
+    if not d:
+        return ""
+    side = all(x > 0 for x in d) if said == "above" else all(x < 0 for x in d)
+    return (f", {'every seed ' + said if side else 'not every seed ' + said} "
+            f"({', '.join(f'{x:+.1f}' for x in d)})")
+
+
 def tradeoff_sentences(data: dict) -> list[str]:
-    """For each method with at least :data:`~aimmerging.stats.CLAIM_SEEDS` paired seeds, one sentence: its LA,
-    BWT and OP difference from the reference, each with its interval and its verdict in
-    words (learns better or less well, keeps more or forgets more, no measurable
-    difference)."""
+    """For each method with at least :data:`~aimmerging.stats.CLAIM_SEEDS` paired seeds, one
+    sentence: its LA, BWT and OP difference from the reference, each with its interval and
+    its verdict in words (learns better or less well, keeps more or forgets more, no measurable
+    difference); beside a claim, each seed's own difference."""
     ref, out = data.get("reference"), []
     for r in data["rows"]:
         if r["method"] == ref:
@@ -91,7 +115,8 @@ def tradeoff_sentences(data: dict) -> list[str]:
             said = verdict(r, col)
             if said in ("above", "below", "none"):
                 words = dict(zip(("above", "below", "none"), _TRADEOFF_WORDS[col]))[said]
-                parts.append(f"{col} {_diff(r, col)}: {words}")
+                agree = _seeds_agree(data, r, col, said) if said != "none" else ""
+                parts.append(f"{col} {_diff(r, col)}{agree}: {words}")
         if parts:
             out.append(f"- `{r['method']}` against `{ref}` ({r['paired_seeds']} paired seeds): "
                        + "; ".join(parts) + ".")
