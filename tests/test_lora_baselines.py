@@ -296,6 +296,50 @@ def test_single_merge_at_weights_one_zero_returns_the_earlier_adapter():
         merge_into_(net, {}, (1.0, 0.0))
 
 
+def test_single_merge_by_importance_weighs_each_element():
+    from aimmerging.fusion import snapshot
+    from aimmerging.methods.single_merge import merge_by_importance_
+
+    net, previous = _peft_pair()
+    trained = snapshot(net)
+    names = list(previous)
+    one = {n: torch.ones_like(t) for n, t in previous.items()}
+    zero = {n: torch.zeros_like(t) for n, t in previous.items()}
+    # only the earlier tasks matter: the earlier adapter comes back, exactly
+    merge_by_importance_(net, previous, zero, one)
+    assert all(torch.equal(p, previous[n]) for n, p in net.named_parameters() if p.requires_grad)
+    # only the new task matters: the trained adapter stays
+    from aimmerging.fusion import copy_into_
+
+    copy_into_(net, trained)
+    merge_by_importance_(net, previous, one, zero)
+    assert all(torch.equal(p, trained[n]) for n, p in net.named_parameters() if p.requires_grad)
+    # neither (no score): the midpoint; new 3, past 1: three quarters of the way to the new
+    copy_into_(net, trained)
+    merge_by_importance_(net, previous, {}, {})
+    params = dict(net.named_parameters())
+    assert all(torch.allclose(params[n], (previous[n] + trained[n]) / 2) for n in names)
+    copy_into_(net, trained)
+    merge_by_importance_(net, previous, {n: 3 * t for n, t in one.items()}, one)
+    assert all(torch.allclose(params[n], previous[n] + 0.75 * (trained[n] - previous[n]))
+               for n in names)
+    with pytest.raises(ValueError, match="tensors"):
+        merge_by_importance_(net, {}, one, one)
+
+
+def test_single_merge_by_importance_runs(tmp_path):
+    from aimmerging.runner import run as run_config
+
+    out = tmp_path / "importance"
+    metrics = run_config(_cfg("single_merge", single_merge_combination="importance"), out,
+                         progress=False)
+    assert metrics["counters"]["single_merges"] == 2 and metrics["op"] is not None
+    seq = tmp_path / "seq"
+    run_config(_cfg("seq_lora"), seq, progress=False)
+    assert all(torch.equal(_adapter(seq, STAGES[0])[k], t) for k, t in _adapter(out, STAGES[0]).items())
+    assert any(not torch.equal(_adapter(seq, STAGES[1])[k], t) for k, t in _adapter(out, STAGES[1]).items())
+
+
 def test_single_merge_runs_with_weights_one_zero_and_with_ties_and_dare(tmp_path):
     from aimmerging.runner import run as run_config
 

@@ -80,7 +80,8 @@ def test_sigkill_mid_task_then_resume_gives_the_same_run(tmp_path):
 
 @needs_data
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("method", ["aimmerging_ifm", "ewc", "moe_lora", "single_merge"])
+@pytest.mark.parametrize("method", ["aimmerging_ifm", "ewc", "moe_lora", "single_merge",
+                                    "single_merge:importance"])
 def test_crash_then_resume_other_methods(method, tmp_path, monkeypatch):
     """In-process: a crash after step 3 of task 2 (checkpoint at step 2), then resume."""
     threads = torch.get_num_threads()
@@ -96,7 +97,9 @@ def _crash_and_resume(method, tmp_path, monkeypatch):
     from aimmerging.loop import ContinualTrainer
     from aimmerging.runner import run
 
-    over = CKPT + [f"method.name={method}", "data.tasks=[dbpedia,amazon]", "data.n_train=12"]
+    name, _, combination = method.partition(":")      # single_merge:importance, its variant
+    over = CKPT + [f"method.name={name}", "data.tasks=[dbpedia,amazon]", "data.n_train=12"]
+    over += [f"method.single_merge_combination={combination}"] if combination else []
     cfg = load_config(SMOKE, over)
     ref, out = tmp_path / "ref", tmp_path / "crashed"
     run(cfg, ref, progress=False)

@@ -25,7 +25,7 @@ METHOD_NAMES = (
 #: PEFT's ``add_weighted_adapter`` combination types that keep the rank (``cat`` adds the ranks)
 SINGLE_MERGE_COMBINATIONS = ("svd", "linear", "ties", "ties_svd", "dare_linear", "dare_ties",
                              "dare_linear_svd", "dare_ties_svd", "magnitude_prune",
-                             "magnitude_prune_svd")
+                             "magnitude_prune_svd", "importance")
 
 
 def _leaf_types(annotation) -> set:
@@ -203,7 +203,8 @@ class MethodConfig(_Section):
     ewc_fisher_batches: int = Field(default=8, ge=1)
     """EWC: batches used to estimate the Fisher information after each task."""
     ifm_beta: float = Field(default=0.85, ge=0, lt=1)
-    """Recurrent-KIF / +IFM: EMA factor of the parameter sensitivity."""
+    """Recurrent-KIF / +IFM / single_merge by importance: EMA factor of the parameter
+    sensitivity."""
     olora_lambda1: float = Field(default=0.5, ge=0)
     """O-LoRA (Wang et al. 2023): weight of the orthogonality loss sum |A_i A_t^T| between the
     new task's LoRA A and every earlier task's A (default of cmnfriend/O-LoRA's code)."""
@@ -218,7 +219,9 @@ class MethodConfig(_Section):
     single_merge_combination: Literal[SINGLE_MERGE_COMBINATIONS] = "svd"
     """PEFT's combination_type: `svd` sums the weighted LoRA products B·A and cuts the sum back
     to rank r (PEFT's default); `linear` and the plain ties/dare/magnitude_prune types combine
-    A and B separately; the *_svd types prune the products."""
+    A and B separately; the *_svd types prune the products. `importance` is not PEFT's: a
+    TaSL-style element-wise merge weighted by each element's importance to the new task and
+    to the earlier ones (EMA factor `ifm_beta`; `single_merge_weights` unused)."""
     single_merge_density: float = Field(default=0.2, gt=0, le=1)
     """The share of each task vector that TIES / DARE / magnitude pruning keep (PEFT's density;
     0.2: TIES-merging's top 20%, Yadav et al. 2023); unused by svd and linear."""

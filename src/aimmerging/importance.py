@@ -16,6 +16,13 @@ import torch
 from .fusion import trainable_parameters
 
 
+def importance_weight(score_new: torch.Tensor, score_past: torch.Tensor) -> torch.Tensor:
+    """Per-element weight of the new task, score_new / (score_new + score_past), in [0, 1];
+    0.5 where both scores are 0. Both tensors: one parameter's shape."""
+    total = score_new + score_past
+    return torch.where(total > 0, score_new / total.clamp_min(1e-30), torch.full_like(total, 0.5))
+
+
 class ImportanceTracker:
     """EMA importance of the new task ("new") and of the replay memory ("rehearsal")."""
 
@@ -52,10 +59,18 @@ class ImportanceTracker:
                 score_past = self.imp["rehearsal"][name] * self.unc["rehearsal"][name]
             else:
                 score_past = torch.zeros_like(score_new)
-            total = score_new + score_past
-            w = torch.where(total > 0, score_new / total.clamp_min(1e-30), torch.full_like(total, 0.5))
-            out[name] = w
+            out[name] = importance_weight(score_new, score_past)
         return out
+
+    @torch.no_grad()
+    def scores(self, kind: str) -> dict[str, torch.Tensor]:
+        """The importance I * U of each element for ``kind`` (shape of each parameter)."""
+        return {name: i * self.unc[kind][name] for name, i in self.imp[kind].items()}
+
+    def reset(self, kind: str) -> None:
+        """Forget the importance of ``kind``."""
+        self.imp[kind].clear()
+        self.unc[kind].clear()
 
     def reset_past(self) -> None:
         """Forget the rehearsal importance after a merge (the next rehearsal measures it anew)."""
