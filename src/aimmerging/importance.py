@@ -74,8 +74,7 @@ class ImportanceTracker:
 
     def reset_past(self) -> None:
         """Forget the rehearsal importance after a merge (the next rehearsal measures it anew)."""
-        self.imp["rehearsal"].clear()
-        self.unc["rehearsal"].clear()
+        self.reset("rehearsal")
 
     def state_dict(self) -> dict:
         return {"beta": self.beta}

@@ -36,6 +36,16 @@ log = logging.getLogger("aimmerging")
 TRAINED, PREVIOUS, MERGED = "default", "previous", "merged"
 
 
+def _matching_parameters(net, previous: Mapping[str, torch.Tensor]) -> dict:
+    """``net``'s parameters by name; ValueError when ``previous`` does not hold exactly the
+    trained adapter's tensors."""
+    params = dict(net.named_parameters())
+    trained = {n for n in params if f".{TRAINED}." in n}
+    if set(previous) != trained:
+        raise ValueError(f"the earlier adapter has {len(previous)} tensors, the trained one {len(trained)}")
+    return params
+
+
 def merge_into_(net, previous: Mapping[str, torch.Tensor], weights: Sequence[float],
                 combination: str = "svd", density: float = 0.2, majority_sign: str = "total",
                 seed: int = 0) -> None:
@@ -47,10 +57,7 @@ def merge_into_(net, previous: Mapping[str, torch.Tensor], weights: Sequence[flo
     random drops are drawn from ``seed``, the caller's random state is left as it was.
     Raises ValueError when ``previous`` does not match the trained adapter's parameters.
     """
-    params = dict(net.named_parameters())
-    trained = {n for n in params if f".{TRAINED}." in n}
-    if set(previous) != trained:
-        raise ValueError(f"the earlier adapter has {len(previous)} tensors, the trained one {len(trained)}")
+    params = _matching_parameters(net, previous)
     device = next(iter(previous.values())).device
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -83,10 +90,7 @@ def merge_by_importance_(net, previous: Mapping[str, torch.Tensor],
     0; an element without a score counts 0). ``previous``: the adapter before the task, by
     parameter name; ``new``, ``past``: importance scores of the same names and shapes.
     Raises ValueError when ``previous`` does not match the trained adapter's parameters."""
-    params = dict(net.named_parameters())
-    trained = {n for n in params if f".{TRAINED}." in n}
-    if set(previous) != trained:
-        raise ValueError(f"the earlier adapter has {len(previous)} tensors, the trained one {len(trained)}")
+    params = _matching_parameters(net, previous)
     for name, before in previous.items():
         p = params[name]
         zero = torch.zeros_like(p, dtype=torch.float32)
