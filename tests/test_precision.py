@@ -129,3 +129,21 @@ def test_this_machine_never_picks_an_emulated_bfloat16(cache):
     assert precision.native_bfloat16("cpu") is False
     assert models.resolve_mixed_precision("auto", "tiny-llama") == "no"
     assert not cache.exists()                                   # and nothing was probed
+
+
+def test_machine_names_the_vector_kernels_that_atens_pin_selects():
+    """``machine()["cpu_kernels"]`` is the kernel set PyTorch runs, which
+    ``ATEN_CPU_CAPABILITY`` pins (the cpu_small study pins AVX2): each run records it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from aimmerging.machine import machine; print(machine()['cpu_kernels'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[-1] == "AVX2"
+    env["ATEN_CPU_CAPABILITY"] = "default"           # no vectorised kernels at all
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[-1] == "DEFAULT"

@@ -257,3 +257,31 @@ def test_a_folder_of_no_method_is_named(tmp_path):
     (tmp_path / "aimmergin" / "seed42" / "metrics.json").write_text("{}")
     with pytest.raises(ConfigError, match="a folder is named after no method .*aimmergin"):
         tabulate(tmp_path, progress=False)
+
+
+def test_run_time_reads_the_timing_and_the_machine():
+    metrics = {"timing_seconds": {"train_seconds": 3600.0, "eval_seconds": 600.0},
+               "machine": {"cpu": "EPYC", "cpu_flags": {"avx2": True, "avx512f": True}}}
+    assert study_report.run_time(metrics) == {"train": 3600.0, "eval": 600.0,
+                                              "cpu": "EPYC with AVX512"}
+    metrics["machine"]["cpu_kernels"] = "AVX2"            # what the run recorded wins
+    assert study_report.run_time(metrics)["cpu"] == "EPYC, AVX2 kernels"
+    assert study_report.run_time({}) == {"train": None, "eval": None, "cpu": "unknown"}
+
+
+def test_the_time_table_gives_each_methods_mean_and_range_in_minutes():
+    data = _data([_row("replay"), _row("aimmerging")])
+    data["timing"] = {"aimmerging": {42: {"train": 3600.0, "eval": 600.0, "cpu": "A"},
+                                     43: {"train": 7200.0, "eval": 1200.0, "cpu": "B"}},
+                      "single_task": {42: {"train": 1200.0, "eval": None, "cpu": "A"}}}
+    table = study_report._time_table(data)
+    assert table[2] == "| `aimmerging` | 2 | 90; 60–120 | 15 | A; B |"
+    assert table[3] == "| `single_task` | 1 | 20; 20–20 | - | A |"
+    assert len(table) == 4                    # replay has no timing: no row
+    assert study_report._time_table(_data([_row("replay")])) == []
+
+
+def test_the_count_of_runs_in_includes_single_task():
+    data = _data([_row("replay", seeds=1)], missing=[{"method": "replay", "seed": 43}])
+    data["runs"], data["single_task_scores"] = [{"method": "replay", "seed": 42}], {"42": {}}
+    assert "2 of 3 runs are in" in study_report._missing(data)[0]

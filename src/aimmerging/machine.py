@@ -49,7 +49,9 @@ def cpu_info() -> dict:
 
 
 def machine() -> dict:
-    """The machine in a few facts: CPU (:func:`cpu_info`), cores, torch threads, memory, versions."""
+    """The machine in a few facts: CPU (:func:`cpu_info`), the vector kernels PyTorch runs on it
+    (``cpu_kernels``: ``"AVX2"``, ``"AVX512"`` ...; ``ATEN_CPU_CAPABILITY`` pins them, and they
+    decide a run's last bits), cores, torch threads, memory, versions."""
     import torch
 
     mem = None
@@ -61,8 +63,12 @@ def machine() -> dict:
         pass
     info = cpu_info()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        kernels = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+        kernels = None
     return {"cpu": info["model"], "cpu_flags": info["flags"],
-            "native_bfloat16": info["native_bfloat16"], "gpu": gpu, "cores": os.cpu_count(),
+            "native_bfloat16": info["native_bfloat16"], "cpu_kernels": kernels, "gpu": gpu, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "memory_gib": mem,
             "python": sys.version.split()[0], "torch": torch.__version__,
             "platform": platform.platform()}

@@ -34,7 +34,7 @@ from .study_learning import BASE, against_base, base_table, la_table, tradeoff_s
 from .study_learning import _diff, _pm
 from .study_merges import fusion_table, merge_sentences, merge_summary, threshold_peaks, trace_counts
 
-__all__ = ["STUDY", "replace_block", "load_study", "against_base", "BASE", "readme_summary", "results_details", "threshold_peaks",
+__all__ = ["STUDY", "replace_block", "load_study", "run_time", "against_base", "BASE", "readme_summary", "results_details", "threshold_peaks",
            "blocks"]
 
 #: the committed study that the pages summarize, relative to the checkout's root
@@ -69,12 +69,16 @@ def load_study(folder) -> Optional[dict]:
         return None
     data = _json(path)
     _check_comparison(data, path)
-    for key in ("scores", "activations", "falls", "settings", "peaks"):
+    for key in ("scores", "activations", "falls", "settings", "peaks", "timing"):
         data[key] = {}
+    for s in data.get("single_task_scores") or {}:
+        metrics = _json(folder / "single_task" / f"seed{s}" / "metrics.json")
+        data["timing"].setdefault("single_task", {})[int(s)] = run_time(metrics)
     for run in data.get("runs") or []:
         m, s = run["method"], run["seed"]
         run_dir = folder / m / f"seed{s}"
         metrics = _json(run_dir / "metrics.json")
+        data["timing"].setdefault(m, {})[s] = run_time(metrics)
         tasks = list(metrics.get("tasks") or [])
         matrix = metrics.get("accuracy_matrix") or []
         learned = {t: matrix[i][i] for i, t in enumerate(tasks) if i < len(matrix) and i < len(matrix[i])}
@@ -92,6 +96,42 @@ def load_study(folder) -> Optional[dict]:
         data["scores"].setdefault("single_task", {})[s] = {"final": {}, "learned": dict(a0 or {})}
     data["against_base"] = against_base(data, folder)
     return data
+
+
+def run_time(metrics: dict) -> dict:
+    """``{"train": s, "eval": s, "cpu": str}`` of a run's ``metrics.json``: its training and
+    evaluation time in seconds (``timing_seconds``; None where absent) and the machine it
+    finished on (the CPU model and its widest vector unit, or the kernels PyTorch ran where
+    the run recorded them)."""
+    timing = metrics.get("timing_seconds") or {}
+    mach = metrics.get("machine") or {}
+    flags = mach.get("cpu_flags") or {}
+    unit = "AVX512" if flags.get("avx512f") else "AVX2" if flags.get("avx2") else None
+    cpu = mach.get("cpu") or "unknown"
+    if mach.get("cpu_kernels"):
+        cpu += f", {mach['cpu_kernels']} kernels"
+    elif unit:
+        cpu += f" with {unit}"
+    return {"train": timing.get("train_seconds"), "eval": timing.get("eval_seconds"), "cpu": cpu}
+
+
+def _time_table(data: dict) -> list[str]:
+    """Each method's time per run, in minutes on one core: training and evaluation, the mean
+    and range over its runs, and the machines they ran on."""
+    lines = ["| Method | Runs | Training, min (mean; range) | Evaluation, min (mean) | Machines |",
+             "|---|---:|---:|---:|---|"]
+    order = [r["method"] for r in data["rows"]] + ["single_task"]
+    for m in order:
+        runs = list((data.get("timing") or {}).get(m, {}).values())
+        train = [r["train"] / 60 for r in runs if isinstance(r.get("train"), (int, float))]
+        evals = [r["eval"] / 60 for r in runs if isinstance(r.get("eval"), (int, float))]
+        if not train:
+            continue
+        span = f"{sum(train) / len(train):.0f}; {min(train):.0f}–{max(train):.0f}"
+        ev = f"{sum(evals) / len(evals):.0f}" if evals else "-"
+        cpus = sorted({r["cpu"] for r in runs})
+        lines.append(f"| `{m}` | {len(runs)} | {span} | {ev} | {'; '.join(cpus)} |")
+    return lines if len(lines) > 2 else []
 
 
 def _check_comparison(data: dict, path: Path) -> None:
@@ -189,6 +229,11 @@ def _verdicts(data: dict, metrics=("OP", "BWT")) -> list[str]:
     return out
 
 
+def _runs_in(data: dict) -> int:
+    """The finished runs of the study: every method's, and ``single_task``'s (FWT's a0)."""
+    return len(data.get("runs") or []) + len(data.get("single_task_scores") or {})
+
+
 def _missing(data: dict) -> list[str]:
     missing = data.get("missing") or []
     if not missing:
@@ -196,7 +241,7 @@ def _missing(data: dict) -> list[str]:
     by_method: dict = {}
     for x in missing:
         by_method.setdefault(x["method"], []).append(str(x["seed"]))
-    runs = len(data.get("runs") or [])
+    runs = _runs_in(data)
     return [f"The study is not complete: {runs} of {runs + len(missing)} runs are in, and these "
             f"are missing (the means "
             f"and intervals are over the seeds present): "
@@ -244,7 +289,7 @@ def readme_summary(data: Optional[dict], folder: str = str(STUDY)) -> str:
     lines += tradeoff_sentences(data)
     lines += tradeoff_sentences(data.get("against_base") or {"rows": []})
     lines += [x for x in (_few_seeds(data), _case_line(data)) if x]
-    missing, runs = data.get("missing") or [], len(data.get("runs") or [])
+    missing, runs = data.get("missing") or [], _runs_in(data)
     done = (f"{runs} of {runs + len(missing)} runs are in, and the means and intervals are over "
             f"the seeds present. " if missing else "")
     return "\n".join(lines + ["", f"{done}docs/results.md has the full tables and the command "
@@ -316,6 +361,14 @@ def results_details(data: Optional[dict], folder: str = str(STUDY)) -> str:
               "(a[i][i]) and after the last stage (a[i][T]); `single_task` trains each task "
               "alone (FWT's a0).", ""]
     lines += _task_table(data)
+    times = _time_table(data)
+    if times:
+        lines += ["", "### Time per run", "",
+                  "Each run's training and evaluation time (`timing_seconds` in its "
+                  "`metrics.json`), in minutes on one core (`--threads 1`, two runs side by "
+                  "side on a 2-core machine), and the machine it finished on: its CPU and "
+                  "widest vector unit, or the vector kernels PyTorch ran where the run "
+                  "recorded them (the study pins AVX2 ones: \"The machines\" above).", ""] + times
     return "\n".join(lines + ["", _recompute(data, folder)])
 
 
