@@ -7,7 +7,8 @@
 # aimmerging_reference and fixed_interval at seed 42; aimmerging, replay and fixed_interval at
 # seeds 43 and 44; IncLoRA, O-LoRA, MoELoRA and single-round merging at seed 42; the other
 # main methods at 42, then at 43 and 44; IncLoRA, O-LoRA, MoELoRA and single_merge at 43 and 44.
-# STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed.
+# STUDY_METHODS="m1 m2" and/or STUDY_SEEDS="42 43" run that grid instead, seed by seed;
+# STUDY_PLAN="m1:43 m2:43 m1:44" runs exactly those runs, in that order.
 # Safe to start again after any interruption: finished runs are skipped, unfinished ones
 # resumed from their last checkpoint. Progress: runs/cpu_small/study.log.
 # Every run of a study must use the same code: STUDY_CODE=DIR runs the package of the checkout
@@ -26,7 +27,9 @@ CORE="aimmerging replay fixed_interval"
 OTHER="aimmerging_reference seq_lora recurrent_kif single_task"     # the main seven: CORE + OTHER
 EXTRA="inc_lora o_lora moe_lora single_merge"
 PLAN=()                                                          # "method seed" pairs, in order
-if [ -n "$STUDY_METHODS$STUDY_SEEDS" ]; then
+if [ -n "$STUDY_PLAN" ]; then
+  for item in $STUDY_PLAN; do PLAN+=("${item%%:*} ${item##*:}"); done
+elif [ -n "$STUDY_METHODS$STUDY_SEEDS" ]; then
   for seed in ${STUDY_SEEDS:-42 43 44}; do
     for m in ${STUDY_METHODS:-$CORE $OTHER $EXTRA}; do PLAN+=("$m $seed"); done
   done
