@@ -247,3 +247,18 @@ def test_a_task_whose_merges_all_kept_the_trained_weights_is_warned_about(tmp_pa
                 data_collator=encoder.train_batch, processing_class=tokenizer,
                 callbacks=[cb]).train()
     assert [(m["alpha_new"], m["alpha_past"]) for m in cb.traces.merges] == [(1.0, 0.0)]
+
+
+def test_a_started_task_that_has_not_trained_is_named():
+    cb = AIMMergingCallback()
+    cb.start_task("t2")
+    with pytest.warns(UserWarning, match="task 't2' was started and not trained; the next "
+                                         "train\\(\\) trains 't3' instead"):
+        cb.start_task("t3")
+    with pytest.raises(ConfigError, match="task 't3' was started but not trained yet"):
+        cb.finish_task(TASKS[0].train)
+    with pytest.raises(ConfigError, match="examples is a int, not a collection of examples"):
+        cb.finish_task(42, name="t3")
+    assert cb.memory.tasks == []
+    cb.finish_task(TASKS[0].train, name="t1")          # a name given: stored as asked
+    assert cb.memory.tasks == ["t1"]

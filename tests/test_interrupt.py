@@ -1,14 +1,17 @@
-"""Ctrl-C in the middle of a run names the last checkpoint and the exact --resume command."""
+"""Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, job schedulers) in the middle of a run
+names the last checkpoint and the exact --resume command."""
 
 import shlex
 import signal
 import time
 
+import pytest
 from runhelp import SMALL, SMOKE, aimmerging, check_ok, needs_data, popen, sets
 
 
 @needs_data
-def test_sigint_prints_and_logs_the_resume_command(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_prints_and_logs_the_resume_command(tmp_path, sig, code):
     out = tmp_path / "run"
     items = SMALL + ["train.checkpoint_every=2", "data.n_train=48", "train.epochs=3"]
     proc = popen("run", SMOKE, *sets(items), "--output", out, "--quiet")
@@ -16,9 +19,9 @@ def test_sigint_prints_and_logs_the_resume_command(tmp_path):
     while not (out / "checkpoint" / "state.json").is_file() and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     line = [x for x in err.splitlines() if x.startswith("interrupted: the last checkpoint is")]
     assert line, err
     assert str(out / "checkpoint") in line[0]

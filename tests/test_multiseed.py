@@ -339,3 +339,42 @@ def test_runs_of_other_settings_are_not_tabulated_together(tmp_path: Path) -> No
     cfg.write_text("seed: 2\nmodel:\n  name: tiny-llama\nmethod:\n  name: seq_lora\n"
                    "  log_history_loss: true\ndata:\n  dir: /elsewhere\nsingle_task_scores: {a: 1.0}\n")
     tabulate(root, progress=False)
+
+
+# --- damaged run files: a clear error naming the file and field, never a wrong table -----------
+def _edit_json(path: Path, **fields) -> None:
+    data = json.loads(path.read_text())
+    for k, v in fields.items():
+        if v is ...:
+            data.pop(k)
+        else:
+            data[k] = v
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda d: (d / "metrics.json").write_text("[]"), "metrics.json: expected a JSON object, found list"),
+    (lambda d: _edit_json(d / "metrics.json", bwt="x"), 'metrics.json: field bwt: expected a number or null, found "x"'),
+    (lambda d: _edit_json(d / "metrics.json", op=...), "metrics.json: field op is missing"),
+    (lambda d: _edit_json(d / "metrics.json", merges=True), "metrics.json: field merges: expected a whole number"),
+    (lambda d: _edit_json(d / "metrics.json", tasks="ab"), "metrics.json: field tasks: expected a non-empty list"),
+    (lambda d: _edit_json(d / "metrics.json", accuracy_matrix=[["x"]]), "metrics.json: field accuracy_matrix"),
+    (lambda d: (d / "merge_trace.csv").write_bytes(b"\xff\xfe\x00"), "merge_trace.csv: not UTF-8 text"),
+    (lambda d: (d / "merge_trace.csv").write_text(""), "merge_trace.csv: empty \\(no header line\\)"),
+    (lambda d: (d / "merge_trace.csv").write_text("task,alpha_past\nb,0\n"), "merge_trace.csv: missing column alpha_new, rehearsal_steps"),
+    (lambda d: (d / "merge_trace.csv").write_text(
+        (d / "merge_trace.csv").read_text() + "b,2,3\n"), "merge_trace.csv, line 7: 3 cells, the header has 13"),
+    (lambda d: (d / "merge_trace.csv").write_text(
+        "\n".join((d / "merge_trace.csv").read_text().splitlines()[:-1]) + "\n"),
+     "merge_trace.csv: 4 merge rows, while .*metrics.json counts 5 merges"),
+    (lambda d: (d / "example_scores.csv").write_text(
+        (d / "example_scores.csv").read_text().replace(",1\n", ",7\n", 1)), "example_scores.csv: unreadable .*is 7, a score is between 0 and 1"),
+])
+def test_a_damaged_run_file_is_named_and_nothing_is_written(tmp_path: Path, capsys, damage, needle) -> None:
+    root = _study(tmp_path / "study")
+    damage(root / "aimmerging" / "seed1")
+    with pytest.raises(ConfigError, match=needle):
+        tabulate(root, progress=False)
+    assert not (root / "comparison.csv").exists()
+    assert main(["compare", "--from", str(root), "--quiet"]) == 2       # the CLI: no traceback
+    assert "Traceback" not in capsys.readouterr().err

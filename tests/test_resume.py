@@ -123,8 +123,12 @@ def _crash_and_resume(method, tmp_path, monkeypatch):
     run(cfg, out, resume=True, progress=False)
     assert_same_results(ref, out)
     assert "resumed from" in (out / "run.log").read_text()
-    run(cfg, out, resume=True, progress=False)             # a finished run: nothing to train
+    written = (out / "metrics.json").stat()
+    again = run(cfg, out, resume=True, progress=False)     # a finished run: nothing to train
     assert "the run had finished, nothing is left to train" in (out / "run.log").read_text()
+    now = (out / "metrics.json").stat()                    # left as it was written
+    assert (now.st_ino, now.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert again == json.loads((out / "metrics.json").read_text())
 
 
 def test_resume_without_a_run_says_it_starts_anew(tmp_path):

@@ -236,7 +236,8 @@ def test_a_run_without_its_merge_trace_is_refused(tmp_path):
     from aimmerging.multiseed_report import run_record
     from aimmerging.study_merges import trace_counts as _trace_counts
 
-    (tmp_path / "metrics.json").write_text(json.dumps({"method": "replay", "seed": 1, "op": 1.0}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"method": "replay", "seed": 1, "op": 1.0,
+                                                        "bwt": None, "merges": 0, "tasks": ["a"]}))
     with pytest.raises(ConfigError, match="merge_trace.csv: absent"):
         run_record(tmp_path, "replay", 1, None)
     with pytest.raises(ConfigError, match="merge_trace.csv: absent"):

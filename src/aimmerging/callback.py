@@ -189,6 +189,12 @@ class AIMMergingCallback(TrainerCallback):
         if name in self.memory.tasks:
             raise ConfigError(f"AIMMergingCallback.start_task: task {name!r} is finished already "
                               f"(it is in the replay memory); give each task its own name")
+        if self._next_name is not None and self._next_name != name:
+            import warnings
+
+            warnings.warn(f"AIMMergingCallback.start_task: task {self._next_name!r} was started "
+                          f"and not trained; the next train() trains {name!r} instead",
+                          stacklevel=2)
         self._next_name = name
 
     def finish_task(self, examples, name: Optional[str] = None) -> list:
@@ -202,15 +208,19 @@ class AIMMergingCallback(TrainerCallback):
         Tokenized rows are batched by the Trainer's data collator (or ``collate=``).
 
         Raises:
-            ConfigError: no task trained yet and no ``name``, a task already stored, no
+            ConfigError: no task trained yet and no ``name`` (or one started with
+                :meth:`start_task` and not trained), a task already stored, not a collection, no
                 examples (or a container of columns or splits, not of examples), text where the
                 memory holds tokenized rows (or the reverse), an example without the fields
                 above (naming its index and field), a row whose labels are all -100, or a first
                 example that the collator of the memory batches cannot batch, or batches
                 without a labelled token. Nothing is stored then.
         """
-        name = name or self.task["name"]
         where = "AIMMergingCallback.finish_task"
+        if name is None and self._next_name is not None:
+            raise ConfigError(f"{where}: task {self._next_name!r} was started but not trained "
+                              f"yet; call trainer.train() first (or give name=)")
+        name = name or self.task["name"]
         if not name:
             raise ConfigError(f"{where}: no task trained yet; give name=")
         check_container(examples, "examples")

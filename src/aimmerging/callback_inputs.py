@@ -83,6 +83,9 @@ def check_container(examples: Any, what: str) -> None:
     ``DatasetDict`` of splits, a tokenizer's columnar ``BatchEncoding``, a dict of columns), a
     pandas ``DataFrame``, or text."""
     name = type(examples).__name__
+    if not hasattr(examples, "__iter__"):
+        raise ConfigError(f"AIMMergingCallback: {what} is a {name}, not a collection of "
+                          f"examples; give a list of examples or a datasets.Dataset")
     if isinstance(examples, (str, bytes)):
         raise ConfigError(f"AIMMergingCallback: {what} is a {name}; give a list of examples")
     if name.startswith("IterableDataset") or not hasattr(examples, "__len__") \

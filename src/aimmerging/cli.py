@@ -17,6 +17,7 @@ A configuration or data mistake prints one line ``error: ...`` and exits with 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -35,11 +36,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args) -> int:
     """``aimmerging run``. Every rank of a multi-process run stops on the same errors; only
-    rank 0 prints them (one line), so a torchrun launch shows one ``error:`` line."""
+    rank 0 prints them (one line), so a torchrun launch shows one ``error:`` line. SIGTERM
+    stops it as Ctrl-C does (:func:`_sigterm_as_interrupt`)."""
+    apply_threads(args)
+    with _sigterm_as_interrupt() as terminated:
+        return _run_command(args, terminated)
+
+
+def _run_command(args, terminated: list) -> int:
     from .config import load_config, split_config_argument
     from .runner import run
 
-    apply_threads(args)
     try:
         args.config, args.overrides = split_config_argument(args.config, args.overrides)
         cfg = load_config(args.config, args.overrides, data=args.data)
@@ -52,7 +59,7 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt as exc:
         if args.quiet and str(exc):       # otherwise the log line has shown it on the terminal
             print(exc, file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(143 if terminated else 130) from None
     except AimmergingError as exc:
         _fail(type(exc), str(exc))
     except OSError as exc:         # an unwritable folder, a full disk ...
@@ -64,6 +71,32 @@ def cmd_run(args) -> int:
                   f"FWT {'-' if fwt is None else f'{fwt:+.2f}'}   merges {metrics.get('merges', 0)}")
         print(f"run folder: {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within it, SIGTERM (what ``timeout``, ``kill`` and job schedulers send) stops a run as
+    Ctrl-C does: logged, with the command that resumes it. Yields a list that holds the
+    signal once one came (the run then exits 143, 128 + SIGTERM, instead of Ctrl-C's 130).
+    The previous handler is back on leaving; a second SIGTERM meets it."""
+    import signal
+    import threading
+
+    came: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+
+    def handler(signum, frame):
+        came.append(signum)
+        signal.signal(signal.SIGTERM, before)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _resume_command(args, out: Path) -> str:

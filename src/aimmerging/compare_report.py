@@ -13,15 +13,68 @@ from .io import atomic_write_json, atomic_write_text
 #: the columns of comparison.csv
 COLUMNS = ("method", "OP", "FWT", "BWT", "train_seconds", "merges", "effective_merges")
 
-__all__ = ["COLUMNS", "markdown_table", "matrix_markdown", "read_json", "write_comparison"]
+__all__ = ["COLUMNS", "METRICS_FIELDS", "check_metrics", "markdown_table", "matrix_markdown", "read_json",
+           "write_comparison"]
 
 
 def read_json(path: Path) -> dict:
-    """A run file's JSON; ConfigError naming the file when it cannot be read."""
+    """A run file's JSON object; ConfigError naming the file when it cannot be read or is
+    not an object. A file named ``metrics.json`` is also checked by :func:`check_metrics`."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    if Path(path).name == "metrics.json":
+        check_metrics(data, path)
+    return data
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: metrics.json's fields that the tables read: (field, kind, required); "number?" may be null
+METRICS_FIELDS = (("op", "number", True), ("bwt", "number?", True), ("fwt", "number?", False),
+                  ("merges", "count", True), ("tasks", "names", True), ("method", "text", False),
+                  ("seed", "count", False), ("accuracy_matrix", "matrix", False),
+                  ("single_task_scores", "scores", False), ("counters", "object", False),
+                  ("timing_seconds", "object", False))
+
+
+def check_metrics(m: dict, path) -> None:
+    """Check the fields of a run's ``metrics.json`` that the comparison tables read
+    (:data:`METRICS_FIELDS`): OP a number, BWT and FWT numbers or null, merges and seed
+    counts (ints >= 0), tasks a list of names, the accuracy matrix a list of rows of numbers
+    or nulls. Raises ConfigError naming the file and the field."""
+    def bad(field, want, v):
+        raise ConfigError(f"{path}: field {field}: expected {want}, found {json.dumps(v)[:60]}")
+
+    for field, kind, required in METRICS_FIELDS:
+        if field not in m:
+            if required:
+                raise ConfigError(f"{path}: field {field} is missing (a finished run writes it)")
+            continue
+        v = m[field]
+        if kind == "number" and not _is_number(v):
+            bad(field, "a number", v)
+        elif kind == "number?" and v is not None and not _is_number(v):
+            bad(field, "a number or null", v)
+        elif kind == "count" and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            bad(field, "a whole number >= 0", v)
+        elif kind == "text" and not isinstance(v, str):
+            bad(field, "a string", v)
+        elif kind == "names" and not (isinstance(v, list) and v and all(isinstance(t, str) for t in v)):
+            bad(field, "a non-empty list of task names", v)
+        elif kind == "matrix" and not (isinstance(v, list) and all(
+                isinstance(r, list) and all(c is None or _is_number(c) for c in r) for r in v)):
+            bad(field, "a list of rows of numbers or nulls", v)
+        elif kind == "scores" and v is not None and not (isinstance(v, dict) and all(
+                c is None or _is_number(c) for c in v.values())):
+            bad(field, "an object of numbers", v)
+        elif kind == "object" and v is not None and not isinstance(v, dict):
+            bad(field, "an object", v)
 
 
 def rows_csv(rows: list[dict], columns: Sequence[str]) -> str:

@@ -178,6 +178,12 @@ class ContinualTrainer:
         """Train through every stage (continuing from the checkpoint when ``resume``); returns metrics."""
         if resume:
             self._restore()
+            done = self.run_dir / "metrics.json"
+            if self.position["stage"] >= len(self.stages) and done.is_file():
+                import json                     # a finished run is left as it was written
+
+                self.accelerator.end_training()
+                return json.loads(done.read_text(encoding="utf-8"))
         self.writer.start()
         for stage in self.stages[self.position["stage"]:]:
             self._train_stage(stage, start_step=self.position["step"])

@@ -73,7 +73,10 @@ def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
         raise ConfigError(f"{trace}: absent, so the run's merges and fusion cases cannot be "
                           f"counted (every run writes one, with a header alone when it merges "
                           f"nothing)")
-    rows = read_csv_rows(trace)
+    rows = read_csv_rows(trace, ("alpha_new", "alpha_past", "rehearsal_steps"))
+    if len(rows) != m["merges"]:
+        raise ConfigError(f"{trace}: {len(rows)} merge rows, while {run_dir / 'metrics.json'} "
+                          f"counts {m['merges']} merges: the two files are not of one run")
     try:
         counts = fusion_counts(rows)
         run = skipped = 0

@@ -201,7 +201,10 @@ def read_example_scores(path, with_ids: bool = False):
                 task = row["task"]
                 cells = out.setdefault(task, {c[len("after_"):]: [] for c in columns})
                 for c in columns:
-                    cells[c[len("after_"):]].append(None if row[c] in ("", None) else float(row[c]))
+                    v = None if row[c] in ("", None) else float(row[c])
+                    if v is not None and not 0.0 <= v <= 1.0:
+                        raise ValueError(f"{c} is {row[c]}, a score is between 0 and 1")
+                    cells[c[len("after_"):]].append(v)
                 ids.setdefault(task, []).append(row["id"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{path}, line {line}: {exc}") from None

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from .errors import ConfigError
 from .io import atomic_write_text
 
 SIGNAL_FIELDS = ("task", "stage", "step", "train_loss", "history_loss", "threshold", "interval",
@@ -41,12 +42,35 @@ def rows_to_csv(rows: list[dict], fields: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file written by :func:`rows_to_csv` (empty list when absent)."""
+def read_csv_rows(path: Path, columns: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Rows of a CSV file written by :func:`rows_to_csv` (empty list when absent).
+
+    Raises ConfigError naming the file when it is not UTF-8 text, lacks one of ``columns``
+    in its header, or has a row with more or fewer cells than the header (line numbers count
+    the header as line 1)."""
     if not Path(path).is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            rows = []
+            for cells in reader:
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ConfigError(f"{path}, line {reader.line_num}: {len(cells)} cells, "
+                                      f"the header has {len(header)}")
+                rows.append(dict(zip(header, cells)))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not CSV ({exc})") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        what = "empty (no header line)" if not header else f"missing column {', '.join(missing)}"
+        raise ConfigError(f"{path}: {what}")
+    return rows
 
 
 def as_float(value: Optional[str]) -> Optional[float]:
