@@ -133,3 +133,16 @@ def test_data_finds_the_benchmark_folder_as_the_command_lines_data_does(tmp_path
     assert (cfg.data.dir, stem) == (str(tmp_path / "cl" / "data_longsequence"), "quick")
     with pytest.raises(aimmerging.ConfigError, match="--data and --set data.dir"):
         resolve_config(ROOT / "configs" / "quick.yaml", {"data.dir": "x"}, data="~/cl")
+
+
+def test_threads_sets_torchs_threads_for_the_run_and_restores_them(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    metrics = aimmerging.run(TINY, output=tmp_path / "run", progress=False, threads=1)
+    assert metrics["machine"]["torch_threads"] == 1
+    assert torch.get_num_threads() == before
+    for bad in (0, -2, "1", True):
+        with pytest.raises(aimmerging.ConfigError, match="threads must be a whole number >= 1"):
+            aimmerging.run(TINY, output=tmp_path / "bad", progress=False, threads=bad)
+    assert not (tmp_path / "bad").exists()

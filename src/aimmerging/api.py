@@ -64,7 +64,7 @@ def resolve_config(config: Union[str, Path, Mapping, RunConfig],
 
 def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = None,
         output: Union[str, Path, None] = None, resume: bool = False, overwrite: bool = False,
-        progress: bool = True, data: Optional[str] = None) -> dict:
+        progress: bool = True, data: Optional[str] = None, threads: Optional[int] = None) -> dict:
     """Train through a task order with one method, as ``aimmerging run`` does; returns the
     run's metrics (the content of ``OUTPUT/metrics.json``: ``op``, ``bwt``, ``fwt``,
     ``accuracy_matrix``, ``merges``, ``counters``, ``timing_seconds`` ...).
@@ -79,6 +79,9 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
         progress: progress bars and the log on the terminal (the log always goes to ``run.log``).
         data: the benchmark data folder (``--data DIR``: ``DIR/data_longsequence`` when the
             config's ``data.dir`` ends so and that folder exists, else ``DIR``).
+        threads: torch's CPU threads for this run (``--threads N``; restored afterwards).
+            None keeps torch's own (one per core); 1 runs faster on cores that other jobs
+            share (docs/performance.md).
 
     Under ``torchrun --nproc_per_node N`` every process calls it, as with the command line.
 
@@ -89,10 +92,21 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
     from .cli import _accelerator_for
     from .runner import run as run_folder
 
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ConfigError(f"run: threads must be a whole number >= 1, got {threads!r}")
     cfg, stem = resolve_config(config, overrides, data)
     out = Path(output) if output is not None else Path("runs") / f"{stem}_{cfg.method.name}"
-    return run_folder(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
-                      accelerator=_accelerator_for(cfg, out))
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return run_folder(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
+                          accelerator=_accelerator_for(cfg, out))
+    finally:
+        torch.set_num_threads(before)
 
 
 def compare(config: Union[str, Path], methods, *, output: Union[str, Path, None] = None,

@@ -202,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads_arg(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed")
+    p = sub.add_parser("demo", help="a built-in 4-task stream on smollm2-135m, no data needed",
+                       description="Train SmolLM2-135M-Instruct through four generated tasks "
+                                   "with AIMMerging (configs/demo.yaml, no data needed) and "
+                                   "print every task's score after every stage.")
     p.add_argument("--output", default="runs/demo",
                    help="run folder (default: runs/demo); a demo run already there is replaced")
     p.add_argument("--model", default="smollm2-135m", help="backbone (default: smollm2-135m)")
