@@ -133,13 +133,29 @@ def test_plot_intervals_to_any_path(runs, tmp_path: Path) -> None:
     _check_png(out)
 
 
-@pytest.mark.parametrize("missing", ["signals.csv", "merge_trace.csv", "accuracy_matrix.json"])
+@pytest.mark.parametrize("missing", ["signals.csv", "merge_trace.csv"])
 def test_missing_file_is_named(runs, tmp_path: Path, missing: str) -> None:
     run = tmp_path / "broken"
     shutil.copytree(runs["aim"], run)
     (run / missing).unlink()
     with pytest.raises(ConfigError, match=missing.replace(".", r"\.")):
         plot_run(run)
+    if missing == "signals.csv":                        # the baseline's history loss
+        with pytest.raises(ConfigError, match=f"--baseline: {run}: missing {missing}"):
+            plot_run(runs["aim"], baseline=run)
+
+
+def test_a_folder_of_traces_alone_gets_its_signal_figures(runs, tmp_path: Path) -> None:
+    # an AIMMergingCallback's output_dir: signals.csv and merge_trace.csv, no scores
+    run = tmp_path / "callback"
+    run.mkdir()
+    for name in ("signals.csv", "merge_trace.csv"):
+        shutil.copy(runs["aim"] / name, run / name)
+    names = {p.name for p in plot_run(run)}
+    assert "intervals.png" in names and any(n.startswith("signals_task") for n in names)
+    assert not {"first_task.png", "accuracy_matrix.png"} & names
+    with pytest.raises(ConfigError, match="--runs: .*missing accuracy_matrix.json"):
+        plot_run(runs["aim"], others=[run])
 
 
 def test_cli(runs, tmp_path: Path, capsys) -> None:
@@ -162,7 +178,7 @@ def test_cli_exit_code_through_main(tmp_path: Path, capsys) -> None:
 
     (tmp_path / "empty").mkdir()
     assert main(["plot", str(tmp_path / "empty")]) == 2
-    assert "accuracy_matrix.json" in capsys.readouterr().err
+    assert "empty: missing signals.csv (not a run folder" in capsys.readouterr().err
 
 
 def test_no_finished_stage_draws_no_score_figures(runs, tmp_path: Path, capsys) -> None:

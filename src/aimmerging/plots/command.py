@@ -15,10 +15,16 @@ __all__ = ["plot_run", "cmd_plot", "add_parser"]
 
 # --- everything -------------------------------------------------------------------------------------
 def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
-    """Write every figure of ``run_dir`` to ``run_dir/figures/``; returns the written paths."""
-    run = load_run(run_dir)
-    base = load_run(baseline, need=("accuracy_matrix.json", "signals.csv")) if baseline else None
-    extra = [load_run(o, need=("accuracy_matrix.json",)) for o in others]
+    """Write every figure of ``run_dir`` to ``run_dir/figures/``; returns the written paths.
+
+    ``run_dir`` needs ``signals.csv`` and ``merge_trace.csv`` (an AIMMergingCallback's
+    ``output_dir`` has only those: its signal figures, no score figures); the score figures
+    need ``accuracy_matrix.json`` too. Raises ConfigError naming the folder and file that is
+    missing (and the flag, for ``--baseline`` and ``--runs``)."""
+    run = load_run(run_dir, need=("signals.csv", "merge_trace.csv"))
+    base = _load_flag("--baseline", baseline, ("accuracy_matrix.json", "signals.csv")) \
+        if baseline else None
+    extra = [_load_flag("--runs", o, ("accuracy_matrix.json",)) for o in others]
     everyone = [run] + ([base] if base else []) + extra
     _label_runs(everyone)
     figs = run.path / "figures"
@@ -50,6 +56,15 @@ def plot_run(run_dir, baseline=None, others: Sequence = ()) -> list[Path]:
             _drop_stale(figs / name)
     written.append(plot_intervals(run, figs / "intervals.png"))
     return written
+
+
+def _load_flag(flag: str, folder, need):
+    from ..errors import ConfigError
+
+    try:
+        return load_run(folder, need=need)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _drop_stale(path: Path) -> None:
