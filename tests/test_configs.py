@@ -247,3 +247,22 @@ def test_a_list_set_without_brackets_is_shown_the_bracketed_form():
                                           r'should be a valid list \(a list goes in brackets.*'
                                           r'--set "data.tasks=\[dbpedia,amazon\]"\)'):
         load_config(CONFIGS / "smoke.yaml", ["data.tasks=dbpedia,amazon"])
+
+
+def test_resume_with_another_config_altogether_names_the_runs_own(tmp_path):
+    from aimmerging.config import dump_config
+    from aimmerging.rundir import check_run_dir
+
+    ran = load_config(CONFIGS / "smoke.yaml", ["seed=7", "train.lr=0.01", "data.n_train=8",
+                                               "method.name=replay"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(ran))
+    (run / "run.log").write_text("")
+    with pytest.raises(ConfigError, match=r"--resume: 4 settings differ from the run's own "
+                       r".*config.yaml \(.*seed.*\): this folder holds a run of another config; "
+                       r"resume it with that file as the config \(aimmerging run "
+                       r".*run/config.yaml --output .*run --resume\)"):
+        check_run_dir(run, load_config(CONFIGS / "smoke.yaml"), resume=True, overwrite=False)
+    # the command it gives: the saved config.yaml as the config resumes
+    check_run_dir(run, load_config(run / "config.yaml"), resume=True, overwrite=False)

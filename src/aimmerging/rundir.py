@@ -101,6 +101,12 @@ def check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool,
     if saved.is_file():
         old = saved_config(run_dir)
         diffs = config_differences(old, cfg)
+        if len(diffs) > 3:               # another config altogether: name the keys, not all values
+            keys = ", ".join(k for k, _, _ in diffs[:6]) + (", ..." if len(diffs) > 6 else "")
+            raise ConfigError(f"--resume: {len(diffs)} settings differ from the run's own "
+                              f"{saved} ({keys}): this folder holds a run of another config; "
+                              f"resume it with that file as the config (aimmerging run {saved} "
+                              f"--output {run_dir} --resume), or use --overwrite")
         if diffs:
             parts = []
             for key, then, now in diffs:
