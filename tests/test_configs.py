@@ -266,3 +266,11 @@ def test_resume_with_another_config_altogether_names_the_runs_own(tmp_path):
         check_run_dir(run, load_config(CONFIGS / "smoke.yaml"), resume=True, overwrite=False)
     # the command it gives: the saved config.yaml as the config resumes
     check_run_dir(run, load_config(run / "config.yaml"), resume=True, overwrite=False)
+
+
+def test_every_bad_key_of_a_config_is_named(tmp_path):
+    bad = tmp_path / "two.yaml"
+    bad.write_text("data:\n  n_trian: 3\nfoo: 1\n")
+    with pytest.raises(ConfigError, match=r"two.yaml: data.n_trian: unknown key \(did you mean "
+                                          r"'n_train'\?\) \(and 1 more: foo\)"):
+        load_config(bad)

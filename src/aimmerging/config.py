@@ -51,7 +51,9 @@ def _format_error(err: ValidationError, source: str, overrides: Sequence[str] = 
             break
     if loc and msg.startswith((loc + ".", loc + "[")):
         loc = ""
-    return f"{where}{loc + ': ' if loc else ''}{msg}"
+    others = [".".join(str(p) for p in e["loc"]) or "(the config)" for e in err.errors()[1:]]
+    more = f" (and {len(others)} more: {', '.join(others)})" if others else ""
+    return f"{where}{loc + ': ' if loc else ''}{msg}{more}"
 
 
 def split_config_argument(config: Optional[str], overrides: Sequence[str]) -> tuple[str, list[str]]:
