@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import random
+import re
 import shutil
 import struct
 import zlib
@@ -211,3 +212,12 @@ def test_a_run_of_other_tasks_is_named_and_drawn_whole(runs, tmp_path: Path, cap
     assert "its line follows its own stages" in err
     assert f"{unfinished}: no stage has finished; no line in first_task.png" in err
     _check_png(run / "figures" / "first_task.png")
+
+
+@pytest.mark.parametrize("name", ["accuracy_matrix.json", "metrics.json"])
+def test_a_json_file_that_is_not_an_object_is_named(runs, tmp_path: Path, name: str) -> None:
+    run = tmp_path / "damaged"
+    shutil.copytree(runs["aim"], run)
+    (run / name).write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=re.escape(name) + ": expected a JSON object"):
+        plot_run(run)

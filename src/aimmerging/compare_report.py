@@ -17,16 +17,17 @@ __all__ = ["COLUMNS", "METRICS_FIELDS", "check_metrics", "markdown_table", "matr
            "write_comparison"]
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, check_fields: bool = True) -> dict:
     """A run file's JSON object; ConfigError naming the file when it cannot be read or is
-    not an object. A file named ``metrics.json`` is also checked by :func:`check_metrics`."""
+    not an object. A file named ``metrics.json`` is also checked by :func:`check_metrics`
+    unless ``check_fields`` is false (the plots read only the fields they draw)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    if Path(path).name == "metrics.json":
+    if check_fields and Path(path).name == "metrics.json":
         check_metrics(data, path)
     return data
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..compare_report import read_json
 from ..errors import ConfigError
 from ..traces import as_float, read_csv_rows
 
@@ -54,13 +54,6 @@ def _require(run_dir: Path, name: str) -> Path:
     return p
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc})") from None
-
-
 def load_run(run_dir, need: Sequence[str] = ("accuracy_matrix.json", "signals.csv",
                                               "merge_trace.csv")) -> RunData:
     """Read a run folder; ConfigError naming the first missing file of ``need``."""
@@ -69,7 +62,8 @@ def load_run(run_dir, need: Sequence[str] = ("accuracy_matrix.json", "signals.cs
         raise ConfigError(f"{d}: not a run folder (no such folder)")
     for name in need:
         _require(d, name)
-    metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+    metrics_path = d / "metrics.json"
+    metrics = read_json(metrics_path, check_fields=False) if metrics_path.is_file() else {}
     config: dict = {}
     if (d / "config.yaml").is_file():
         import yaml
@@ -83,7 +77,7 @@ def load_run(run_dir, need: Sequence[str] = ("accuracy_matrix.json", "signals.cs
     run = RunData(d, method or d.name, metrics=metrics, config=config,
                   signals=read_csv_rows(d / "signals.csv"), merges=read_csv_rows(d / "merge_trace.csv"))
     if (d / "accuracy_matrix.json").is_file():
-        data = _read_json(d / "accuracy_matrix.json")
+        data = read_json(d / "accuracy_matrix.json")
         run.tasks, run.matrix = list(data.get("tasks") or []), list(data.get("matrix") or [])
     run.label = run.method
     return run
