@@ -326,8 +326,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
         message = interrupted_message(run_dir, resume_command)
         log.warning("%s", message)
         raise KeyboardInterrupt(message) from None
-    log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")), _fmt(metrics.get("bwt")),
-             _fmt(metrics.get("fwt")))
+    log.info("done: OP %s, BWT %s, FWT %s", _fmt(metrics.get("op")),
+             _fmt(metrics.get("bwt"), signed=True), _fmt(metrics.get("fwt"), signed=True))
     return metrics
 
 
@@ -340,5 +340,6 @@ def _data_words(cfg: RunConfig) -> str:
     return " and ".join(parts)
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _fmt(v, signed: bool = False) -> str:
+    """A metric in percent points for the log, as the CLI's --quiet line prints it."""
+    return "-" if v is None else f"{v:+.2f}" if signed else f"{v:.2f}"
