@@ -146,3 +146,15 @@ def test_threads_sets_torchs_threads_for_the_run_and_restores_them(tmp_path):
         with pytest.raises(aimmerging.ConfigError, match="threads must be a whole number >= 1"):
             aimmerging.run(TINY, output=tmp_path / "bad", progress=False, threads=bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_without_progress_the_logs_warnings_still_reach_stderr(tmp_path, monkeypatch, capsys):
+    from aimmerging import threads
+
+    monkeypatch.setattr(threads, "busy_cores_note", lambda n: f"the machine is busy ({n} thread)")
+    aimmerging.run(TINY, output=tmp_path / "run", progress=False, threads=1)
+    err = capsys.readouterr().err
+    assert "the machine is busy (1 thread)\n" in err.splitlines(keepends=True)   # a bare line
+    assert " INFO " not in err                                   # the rest is in run.log only
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "WARNING the machine is busy (1 thread)" in log and " INFO done: OP" in log

@@ -76,7 +76,8 @@ def run(config: Union[str, Path, Mapping, RunConfig], overrides: Overrides = Non
             for a dict or RunConfig).
         resume: continue the run folder from its checkpoint (``--resume``).
         overwrite: replace a run already in the folder (``--overwrite``).
-        progress: progress bars and the log on the terminal (the log always goes to ``run.log``).
+        progress: progress bars and the log on the terminal (the log always goes to ``run.log``;
+            without them the log's warnings still reach stderr).
         data: the benchmark data folder (``--data DIR``: ``DIR/data_longsequence`` when the
             config's ``data.dir`` ends so and that folder exists, else ``DIR``).
         threads: torch's CPU threads for this run (``--threads N``; restored afterwards).

@@ -56,9 +56,7 @@ def _run_command(args, terminated: list) -> int:
         metrics = run(cfg, out, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.quiet, accelerator=accelerator,
                       resume_command=_resume_command(args, out))
-    except KeyboardInterrupt as exc:
-        if args.quiet and str(exc):       # otherwise the log line has shown it on the terminal
-            print(exc, file=sys.stderr)
+    except KeyboardInterrupt:             # the run's log line has named the --resume command
         raise SystemExit(143 if terminated else 130) from None
     except AimmergingError as exc:
         _fail(type(exc), str(exc))

@@ -207,17 +207,23 @@ def check_model(name: str) -> None:
         raise ConfigError(f"model.name: cannot load {name!r}{hint}: {first}") from None
 
 
-def setup_logging(run_dir: Optional[Path], verbose: bool = True) -> None:
-    """Log to ``RUN_DIR/run.log`` and to stderr (INFO)."""
+def setup_logging(run_dir: Optional[Path], verbose: bool = True,
+                  warnings_to_stderr: bool = False) -> None:
+    """Log to ``RUN_DIR/run.log`` and to stderr: every line (INFO) when ``verbose``, else
+    the warnings alone, as bare messages, when ``warnings_to_stderr`` (``--quiet``)."""
     logger = logging.getLogger("aimmerging")
     logger.setLevel(logging.INFO)
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if verbose:
+    if verbose or warnings_to_stderr:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(fmt)
+        if verbose:
+            sh.setFormatter(fmt)
+        else:
+            sh.setLevel(logging.WARNING)
+            sh.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(sh)
     if run_dir is not None:
         fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
@@ -267,6 +273,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
     (default: one from the run folder's config.yaml); the interruption is logged to run.log
     and re-raised as a KeyboardInterrupt carrying that message.
 
+    ``progress``: progress bars and the log on stderr; without them, the log's warnings alone.
+
     Raises ConfigError / DataError (before any training) and TrainingError.
     """
     run_dir = Path(run_dir)
@@ -284,7 +292,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False, overwrite: bool = F
         prepare_run_dir(run_dir, resume, overwrite)
     if accelerator is not None:
         accelerator.wait_for_everyone()
-    setup_logging(run_dir if is_main else None, verbose=progress and is_main)
+    setup_logging(run_dir if is_main else None, verbose=progress and is_main,
+                  warnings_to_stderr=is_main)
     quiet_libraries()
     for note in sample_size_notes(cfg, tasks):     # after every check: an error is the only line
         log.warning("%s", note)
