@@ -15,7 +15,7 @@ from aimmerging.metrics import compute_metrics
 from aimmerging.multiseed import COLLECTED, collect_results, tabulate
 from aimmerging.multiseed_report import RUN_COLUMNS, run_record
 from aimmerging.results import example_scores_csv
-from aimmerging.stats import (ExampleScores, fusion_case, fusion_counts, mean_std,
+from aimmerging.stats import (ExampleScores, decimals, fusion_case, fusion_counts, mean_std,
                               paired_bootstrap)
 from aimmerging.traces import MERGE_FIELDS, rows_to_csv
 
@@ -62,6 +62,20 @@ def test_mean_and_sample_standard_deviation() -> None:
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
     assert mean_std([5.0, None]) == (5.0, None)
     assert mean_std([None]) == (None, None)
+
+
+@pytest.mark.parametrize("value, digits, signed, text", [
+    (2.9499999999999993, 1, False, "3.0"),       # a mean of 2.95, as float addition gives it
+    (63.25, 1, False, "63.3"),                    # a half goes away from 0, not to the even
+    (-11.149999999999999, 1, True, "-11.2"),
+    (0.754983, 2, False, "0.75"),                 # rounded once (0.755 would give 0.76)
+    (1.36504, 2, False, "1.37"),
+    (-0.04, 1, True, "+0.0"),                     # no "-0.0"
+    (4.0, 1, True, "+4.0"),
+    (-2.5, 0, True, "-3"),
+])
+def test_decimals_rounds_once_and_a_half_away_from_zero(value, digits, signed, text) -> None:
+    assert decimals(value, digits, signed) == text
 
 
 # --- the bootstrap ----------------------------------------------------------------------------

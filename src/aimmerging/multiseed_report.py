@@ -29,7 +29,7 @@ from .io import atomic_write_json, atomic_write_text
 from .metrics import learning_accuracy
 from .results import EXAMPLE_SCORES, read_example_scores
 from .stats import (BOOTSTRAP_DRAWS, BOOTSTRAP_SEED, CLAIM_SEEDS, FUSION_CASES, ExampleScores,
-                    fusion_counts, mean_std, paired_bootstrap, verdict)
+                    decimals, fusion_counts, mean_std, paired_bootstrap, verdict)
 from .traces import read_csv_rows
 
 __all__ = ["METHOD_COLUMNS", "RUN_COLUMNS", "run_record", "example_scores_of", "summarize",
@@ -49,7 +49,9 @@ LEVEL = 0.95
 
 
 def _r(v) -> Optional[float]:
-    return None if v is None else round(float(v), 4)
+    """A value as the files keep it: unrounded, so that each table rounds it once (a value
+    rounded to 4 decimals and then to 2 can differ from the value rounded to 2)."""
+    return None if v is None else float(v)
 
 
 def run_record(run_dir, method: str, seed: int, a0: Optional[dict]) -> dict:
@@ -132,7 +134,7 @@ def example_scores_of(run_dir) -> Optional[ExampleScores]:
 def summarize(runs: dict, methods: Sequence[str], seeds: Sequence[int], reference: Optional[str],
               draws: int = BOOTSTRAP_DRAWS, missing: Sequence[dict] = ()) -> dict:
     """The comparison over seeds: ``{"rows", "runs", "missing", "reference", "bootstrap",
-    "single_task_scores", "tasks", "seeds", "methods"}`` (values rounded to 4 decimals).
+    "single_task_scores", "tasks", "seeds", "methods"}`` (values unrounded).
 
     ``runs``: ``{method: {seed: finished run folder}}`` (``single_task`` gives each seed's a0).
     Every finished run counts for the means; the difference from ``reference`` and its
@@ -214,7 +216,7 @@ def write_report(directory, summary: dict, meta: dict) -> list[Path]:
 def _pm(mean, std) -> str:
     if mean is None:
         return "-"
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return decimals(mean, 2) + (f" ± {decimals(std, 2)}" if std is not None else "")
 
 
 def _diff_cell(row: dict, col: str, seeds: int) -> str:
@@ -224,7 +226,7 @@ def _diff_cell(row: dict, col: str, seeds: int) -> str:
     if d is None:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
-    text = f"{d:+.2f} [{low:+.2f}, {high:+.2f}]"
+    text = f"{decimals(d, 2, True)} [{decimals(low, 2, True)}, {decimals(high, 2, True)}]"
     if row.get("paired_seeds") != seeds:
         n = row.get("paired_seeds")
         text += f" (over {n} seed{'' if n == 1 else 's'})"
@@ -285,7 +287,7 @@ def markdown_report(data: dict, figure: bool = True) -> str:
     lines += ["## Runs", "", "| Method | Seed | OP | FWT | BWT | LA | No-op | Tie | Discard | Mixed | "
               "Merges | Rehearsal steps run | Rehearsal steps skipped | Main steps | Training time (s) |",
               "|---|---:|" + "---:|" * 13]
-    num = lambda v: "-" if v is None else f"{v:.2f}"   # noqa: E731
+    num = lambda v: "-" if v is None else decimals(v, 2)   # noqa: E731
     for r in data["runs"]:
         cells = [r["method"], r["seed"], num(r["OP"]), num(r["FWT"]), num(r["BWT"]), num(r["LA"])]
         cells += [r[c] for c in CASE_COLUMNS] + [r["merges"], r["rehearsal_steps_run"],

@@ -87,6 +87,20 @@ def fusion_counts(rows: Iterable[dict]) -> dict[str, int]:
     return counts
 
 
+def decimals(value: float, digits: int, signed: bool = False) -> str:
+    """``value`` written with ``digits`` decimals, as every table of a comparison writes its
+    numbers: a half is rounded away from 0 (2.95 -> 3.0, -11.15 -> -11.2), after rounding to
+    9 decimals, so that float noise (2.9499999999999993 for a mean of 2.95) does not decide;
+    0 is never written with a minus sign. ``signed`` writes a + before a positive value."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    d = Decimal(repr(round(float(value), 9))).quantize(Decimal(1).scaleb(-digits),
+                                                        rounding=ROUND_HALF_UP)
+    if d == 0:
+        d = abs(d)
+    return f"{d:+f}" if signed else f"{d:f}"
+
+
 def mean_std(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
     """Mean and sample standard deviation (n - 1 in the denominator) of the values that are
     not None; (None, None) without any, standard deviation None with only one."""

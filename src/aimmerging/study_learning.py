@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .stats import verdict
+from .stats import decimals, verdict
 from .study_merges import SIGNALLED
 
 __all__ = ["BASE", "against_base", "la_table", "per_seed_differences", "tradeoff_sentences",
@@ -18,7 +18,7 @@ __all__ = ["BASE", "against_base", "la_table", "per_seed_differences", "tradeoff
 def _pm(mean, std) -> str:
     if mean is None:
         return "-"
-    return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    return decimals(mean, 1) + (f" ± {decimals(std, 1)}" if std is not None else "")
 
 
 def _diff(row: dict, col: str) -> str:
@@ -26,7 +26,7 @@ def _diff(row: dict, col: str) -> str:
     if d is None:
         return "-"
     low, high = row[f"{col}_diff_low"], row[f"{col}_diff_high"]
-    text = f"{d:+.1f} [{low:+.1f}, {high:+.1f}]"
+    text = f"{decimals(d, 1, True)} [{decimals(low, 1, True)}, {decimals(high, 1, True)}]"
     return f"**{text}**" if verdict(row, col) in ("above", "below") else text   # a claim
 
 
@@ -98,7 +98,7 @@ def _seeds_agree(data: dict, r: dict, col: str, said: str) -> str:
         return ""
     side = all(x > 0 for x in d) if said == "above" else all(x < 0 for x in d)
     return (f", {'every seed ' + said if side else 'not every seed ' + said} "
-            f"({', '.join(f'{x:+.1f}' for x in d)})")
+            f"({', '.join(decimals(x, 1, True) for x in d)})")
 
 
 def tradeoff_sentences(data: dict) -> list[str]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ConfigError
-from .stats import CLAIM_SEEDS, mean_std, verdict
+from .stats import CLAIM_SEEDS, decimals, mean_std, verdict
 from .study_learning import BASE, against_base, base_table, la_table, tradeoff_sentences
 from .study_learning import _diff, _pm
 from .study_merges import fusion_table, merge_sentences, merge_summary, threshold_peaks, trace_counts
@@ -312,9 +312,9 @@ def _task_table(data: dict) -> list[str]:
             final = mean_std(v["final"].get(t) for v in by_seed.values()
                              if v["final"].get(t) is not None)[0]
             if m == "single_task" or learned is None or final is None:
-                cells.append("-" if learned is None else f"{learned:.1f}")
+                cells.append("-" if learned is None else decimals(learned, 1))
             else:
-                cells.append(f"{learned:.1f} → {final:.1f}")
+                cells.append(f"{decimals(learned, 1)} → {decimals(final, 1)}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
