@@ -88,7 +88,7 @@ def fusion_counts(rows: Iterable[dict]) -> dict[str, int]:
 
 
 def decimals(value: float, digits: int, signed: bool = False) -> str:
-    """``value`` written with ``digits`` decimals, as every table of a comparison writes its
+    """``value`` written with ``digits`` decimals, as the tables over seeds write their
     numbers: a half is rounded away from 0 (2.95 -> 3.0, -11.15 -> -11.2), after rounding to
     9 decimals, so that float noise (2.9499999999999993 for a mean of 2.95) does not decide;
     0 is never written with a minus sign. ``signed`` writes a + before a positive value."""
